@@ -1,0 +1,1 @@
+//! bundle-init (being built).

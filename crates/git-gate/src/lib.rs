@@ -1,0 +1,1 @@
+//! git-gate (being built).

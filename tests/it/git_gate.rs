@@ -1,0 +1,1 @@
+//! In-image tests: git_gate.

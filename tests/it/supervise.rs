@@ -1,0 +1,1 @@
+//! In-image tests: supervise.
