@@ -1,4 +1,9 @@
 //! Developer tasks that are programs rather than tests: `cargo xtask bench <what>`.
+//! Each benchmark runs the contenders side by side in one run and prints ratios.
+
+mod bench_egress;
+mod bench_gate;
+mod bench_scan;
 
 use clap::{Parser, Subcommand};
 
@@ -12,15 +17,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Benchmarks that print side-by-side ratios.
-    Bench {
-        /// Which benchmark.
-        what: String,
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Secret scanner: ours vs gitleaks vs kingfisher on a git history.
+    Scan {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// egress-proxy vs direct, nginx and mitmproxy.
+    Egress {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// A push through git-gate vs directly upstream.
+    Gate {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Bench { what } => anyhow::bail!("unknown benchmark {what:?}"),
+    match Cli::parse().cmd {
+        Cmd::Bench(Bench::Scan { args }) => bench_scan::run(args),
+        Cmd::Bench(Bench::Egress { args }) => bench_egress::run(args),
+        Cmd::Bench(Bench::Gate { args }) => bench_gate::run(args),
     }
 }

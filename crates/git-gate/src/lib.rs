@@ -1,1 +1,3 @@
-//! git-gate (being built).
+//! git-gate: the bottle's git server (being built).
+
+pub mod scan;

@@ -1,0 +1,1 @@
+//! The git side of secret scanning (being built).

@@ -1,0 +1,5 @@
+//! `bot-bottle doctor` (being built).
+
+pub fn run() -> anyhow::Result<()> {
+    anyhow::bail!("not built yet")
+}

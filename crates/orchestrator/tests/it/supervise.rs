@@ -1,0 +1,1 @@
+//! `bot-bottle supervise` driven as a process (being built).
