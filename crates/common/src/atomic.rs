@@ -20,12 +20,8 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let tmp =
+        dir.join(format!(".{}.tmp-{}-{}", name.to_string_lossy(), std::process::id(), uuid::Uuid::new_v4().simple()));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(contents)?;

@@ -49,8 +49,5 @@ pub mod env {
 }
 
 /// The names `BUNDLE_DAEMONS` accepts, with the binary each one runs.
-pub const DAEMONS: [(&str, &str); 3] = [
-    ("egress", "egress-proxy"),
-    ("git-gate", "git-gate"),
-    ("supervise", "supervise"),
-];
+pub const DAEMONS: [(&str, &str); 3] =
+    [("egress", "egress-proxy"), ("git-gate", "git-gate"), ("supervise", "supervise")];

@@ -5,14 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::formats::{FormatError, QueueRequest, QueueResponse};
 use crate::formats::queue::is_request_id;
+use crate::formats::{FormatError, QueueRequest, QueueResponse};
 
 const REQUEST_SUFFIX: &str = ".request.json";
 const RESPONSE_SUFFIX: &str = ".response.json";
 
 /// How often a waiter looks for the operator's answer.
 const POLL: Duration = Duration::from_millis(100);
+
+/// A request with the operator's answer, if there is one yet.
+pub type Entry = (QueueRequest, Option<QueueResponse>);
 
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -106,7 +109,7 @@ impl Queue {
 
     /// Every request in the directory with its answer (if any), oldest first. Unreadable files
     /// are returned as errors alongside, so one broken file hides nothing else.
-    pub fn list(&self) -> std::io::Result<(Vec<(QueueRequest, Option<QueueResponse>)>, Vec<FormatError>)> {
+    pub fn list(&self) -> std::io::Result<(Vec<Entry>, Vec<FormatError>)> {
         let mut items = Vec::new();
         let mut errors = Vec::new();
         let rd = match std::fs::read_dir(&self.dir) {
@@ -165,8 +168,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::new(dir.path());
         assert!(q.request("../../etc/passwd").unwrap().is_none());
-        assert!(q.answer("../x", &QueueResponse { status: ResponseStatus::Rejected, notes: String::new(), arguments: None }).is_err());
-        assert!(q.answer("unknown", &QueueResponse { status: ResponseStatus::Rejected, notes: String::new(), arguments: None }).is_err());
+        assert!(
+            q.answer(
+                "../x",
+                &QueueResponse { status: ResponseStatus::Rejected, notes: String::new(), arguments: None }
+            )
+            .is_err()
+        );
+        assert!(
+            q.answer(
+                "unknown",
+                &QueueResponse { status: ResponseStatus::Rejected, notes: String::new(), arguments: None }
+            )
+            .is_err()
+        );
     }
 
     #[tokio::test]

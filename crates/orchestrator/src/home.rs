@@ -20,9 +20,8 @@ impl Home {
         if let Some(p) = std::env::var_os(common::consts::env::HOME).filter(|p| !p.is_empty()) {
             return Ok(Home::new(p));
         }
-        let home = std::env::var_os("HOME")
-            .filter(|p| !p.is_empty())
-            .context("neither BOT_BOTTLE_HOME nor HOME is set")?;
+        let home =
+            std::env::var_os("HOME").filter(|p| !p.is_empty()).context("neither BOT_BOTTLE_HOME nor HOME is set")?;
         Ok(Home::new(Path::new(&home).join(".bot-bottle")))
     }
 

@@ -122,7 +122,10 @@ impl GitGateConfig {
             if !is_repo_name(&r.name) {
                 p.push(
                     format!("{k}.name"),
-                    format!("{:?} must be letters, digits, '.', '_' or '-' (no leading '.', no '..', no '.git' suffix)", r.name),
+                    format!(
+                        "{:?} must be letters, digits, '.', '_' or '-' (no leading '.', no '..', no '.git' suffix)",
+                        r.name
+                    ),
                 );
             } else if !seen.insert(r.name.as_str()) {
                 p.push(format!("{k}.name"), format!("{:?} is configured twice", r.name));
@@ -142,7 +145,10 @@ impl GitGateConfig {
             }
             for (j, b) in r.push.branches.iter().enumerate() {
                 if b.is_empty() || b.contains(char::is_whitespace) || b.starts_with("refs/") {
-                    p.push(format!("{k}.push.branches[{j}]"), format!("{b:?} must be a glob over branch names (without refs/heads/)"));
+                    p.push(
+                        format!("{k}.push.branches[{j}]"),
+                        format!("{b:?} must be a glob over branch names (without refs/heads/)"),
+                    );
                 }
             }
         }
@@ -183,8 +189,10 @@ mod tests {
 
     #[test]
     fn push_defaults_and_file_urls() {
-        let c = parse(r#"{"version":1,"user":{"name":"a","email":"a@b"},"repos":[{"name":"app","url":"file:///tmp/up.git"}]}"#)
-            .unwrap();
+        let c = parse(
+            r#"{"version":1,"user":{"name":"a","email":"a@b"},"repos":[{"name":"app","url":"file:///tmp/up.git"}]}"#,
+        )
+        .unwrap();
         assert_eq!(c.repos[0].push, PushPolicy::default());
         assert!(!c.repos[0].is_ssh());
     }
@@ -204,13 +212,45 @@ mod tests {
         let user = r#""user":{"name":"a","email":"a@b"}"#;
         let cases: Vec<(String, &str, &str)> = vec![
             (format!(r#"{{"version":1,{user},"repos":[],"extra":true}}"#), "extra", "unknown field `extra`"),
-            (format!(r#"{{"version":1,{user},"repos":[{{"name":"../x","url":"file:///x"}}]}}"#), "repos[0].name", "letters, digits"),
-            (format!(r#"{{"version":1,{user},"repos":[{{"name":"a","url":"file:///x"}},{{"name":"a","url":"file:///y"}}]}}"#), "repos[1].name", "twice"),
-            (format!(r#"{{"version":1,{user},"repos":[{{"name":"a","url":"ssh://h/x"}}]}}"#), "repos[0].identity_file", "required for an ssh url"),
-            (format!(r#"{{"version":1,{user},"repos":[{{"name":"a","url":"-oProxyCommand=x"}}]}}"#), "repos[0].url", "not a usable git URL"),
-            (format!(r#"{{"version":1,{user},"repos":[{{"name":"a","url":"file:///x","push":{{"force":true}}}}]}}"#), "repos[0].push.force", "unknown field `force`"),
-            (format!(r#"{{"version":1,{user},"repos":[{{"name":"a","url":"file:///x","push":{{"branches":["refs/heads/x"]}}}}]}}"#), "repos[0].push.branches[0]", "glob over branch names"),
-            (r#"{"version":1,"user":{"name":"a","email":"nope"},"repos":[]}"#.to_string(), "user.email", "not an email"),
+            (
+                format!(r#"{{"version":1,{user},"repos":[{{"name":"../x","url":"file:///x"}}]}}"#),
+                "repos[0].name",
+                "letters, digits",
+            ),
+            (
+                format!(
+                    r#"{{"version":1,{user},"repos":[{{"name":"a","url":"file:///x"}},{{"name":"a","url":"file:///y"}}]}}"#
+                ),
+                "repos[1].name",
+                "twice",
+            ),
+            (
+                format!(r#"{{"version":1,{user},"repos":[{{"name":"a","url":"ssh://h/x"}}]}}"#),
+                "repos[0].identity_file",
+                "required for an ssh url",
+            ),
+            (
+                format!(r#"{{"version":1,{user},"repos":[{{"name":"a","url":"-oProxyCommand=x"}}]}}"#),
+                "repos[0].url",
+                "not a usable git URL",
+            ),
+            (
+                format!(r#"{{"version":1,{user},"repos":[{{"name":"a","url":"file:///x","push":{{"force":true}}}}]}}"#),
+                "repos[0].push.force",
+                "unknown field `force`",
+            ),
+            (
+                format!(
+                    r#"{{"version":1,{user},"repos":[{{"name":"a","url":"file:///x","push":{{"branches":["refs/heads/x"]}}}}]}}"#
+                ),
+                "repos[0].push.branches[0]",
+                "glob over branch names",
+            ),
+            (
+                r#"{"version":1,"user":{"name":"a","email":"nope"},"repos":[]}"#.to_string(),
+                "user.email",
+                "not an email",
+            ),
             (r#"{"version":1,"repos":[]}"#.to_string(), "", "missing field `user`"),
         ];
         for (doc, key, fragment) in &cases {

@@ -65,11 +65,7 @@ impl Problems {
     }
 
     pub(crate) fn into_result<T>(self, file: &Path, value: T) -> Result<T, FormatError> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(FormatError { file: file.to_path_buf(), problems: self.0 })
-        }
+        if self.0.is_empty() { Ok(value) } else { Err(FormatError { file: file.to_path_buf(), problems: self.0 }) }
     }
 }
 

@@ -106,7 +106,11 @@ mod tests {
         };
         let bytes = serde_json::to_vec(&req).unwrap();
         assert_eq!(QueueRequest::parse(&bytes, Path::new("r-1.request.json")).unwrap(), req);
-        let resp = QueueResponse { status: ResponseStatus::Modified, notes: "n".into(), arguments: Some(serde_json::json!({})) };
+        let resp = QueueResponse {
+            status: ResponseStatus::Modified,
+            notes: "n".into(),
+            arguments: Some(serde_json::json!({})),
+        };
         let bytes = serde_json::to_vec(&resp).unwrap();
         assert_eq!(QueueResponse::parse(&bytes, Path::new("x")).unwrap(), resp);
     }
@@ -115,9 +119,17 @@ mod tests {
     fn bad_records() {
         let f = Path::new("q.json");
         let cases: &[(&str, &str, &str)] = &[
-            (r#"{"id":"../x","bottle":"b","tool":"t","arguments":{},"created_at":"2026-01-01T00:00:00Z"}"#, "id", "[A-Za-z0-9_-]"),
+            (
+                r#"{"id":"../x","bottle":"b","tool":"t","arguments":{},"created_at":"2026-01-01T00:00:00Z"}"#,
+                "id",
+                "[A-Za-z0-9_-]",
+            ),
             (r#"{"id":"a","bottle":"b","tool":"t","arguments":{},"created_at":"yesterday"}"#, "created_at", "RFC 3339"),
-            (r#"{"id":"a","bottle":"b","tool":"t","arguments":{},"created_at":"2026-01-01T00:00:00Z","x":1}"#, "x", "unknown field `x`"),
+            (
+                r#"{"id":"a","bottle":"b","tool":"t","arguments":{},"created_at":"2026-01-01T00:00:00Z","x":1}"#,
+                "x",
+                "unknown field `x`",
+            ),
         ];
         for (doc, key, frag) in cases {
             let err = QueueRequest::parse(doc.as_bytes(), f).unwrap_err();

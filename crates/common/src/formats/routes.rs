@@ -243,7 +243,10 @@ impl Routes {
                     if !is_dns_name(rest) || !rest.contains('.') {
                         p.push(
                             format!("{k}.host"),
-                            format!("{:?}: a wildcard must be '*.' followed by a domain with at least two labels", r.host),
+                            format!(
+                                "{:?}: a wildcard must be '*.' followed by a domain with at least two labels",
+                                r.host
+                            ),
                         );
                     }
                 }
@@ -259,7 +262,10 @@ impl Routes {
             }
             if let Some(a) = &r.auth {
                 if !is_env_name(&a.token_env) {
-                    p.push(format!("{k}.auth.token_env"), format!("{:?} is not an environment variable name", a.token_env));
+                    p.push(
+                        format!("{k}.auth.token_env"),
+                        format!("{:?} is not an environment variable name", a.token_env),
+                    );
                 }
                 if !is_header_name(&a.header) {
                     p.push(format!("{k}.auth.header"), format!("{:?} is not a valid header name", a.header));
@@ -277,11 +283,17 @@ impl Routes {
                 }
                 if let Some(methods) = &m.methods {
                     if methods.is_empty() {
-                        p.push(format!("{mk}.methods"), "an empty list allows nothing; omit the key to allow every method");
+                        p.push(
+                            format!("{mk}.methods"),
+                            "an empty list allows nothing; omit the key to allow every method",
+                        );
                     }
                     for (n, method) in methods.iter().enumerate() {
                         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-                            p.push(format!("{mk}.methods[{n}]"), format!("{method:?} is not an upper-case HTTP method"));
+                            p.push(
+                                format!("{mk}.methods[{n}]"),
+                                format!("{method:?} is not an upper-case HTTP method"),
+                            );
                         }
                     }
                 }
@@ -378,8 +390,10 @@ mod tests {
 
     #[test]
     fn host_patterns() {
-        let r = parse(r#"{"version":1,"routes":[{"host":"*.example.com"},{"host":"10.0.0.1"},{"host":"[::1]"},{"host":"a.b"}]}"#)
-            .unwrap();
+        let r = parse(
+            r#"{"version":1,"routes":[{"host":"*.example.com"},{"host":"10.0.0.1"},{"host":"[::1]"},{"host":"a.b"}]}"#,
+        )
+        .unwrap();
         assert_eq!(r.routes[0].host_pattern(), HostPattern::Wildcard("example.com"));
         assert!(matches!(r.routes[1].host_pattern(), HostPattern::Ip(_)));
         assert!(matches!(r.routes[2].host_pattern(), HostPattern::Ip(_)));
@@ -399,14 +413,42 @@ mod tests {
             (r#"{"version":1,"routes":[{"host":"bad host"}]}"#, "routes[0].host", "not a valid host"),
             (r#"{"version":1,"routes":[{"host":"*.com"}]}"#, "routes[0].host", "wildcard"),
             (r#"{"version":1,"routes":[{"host":"A.com"}]}"#, "routes[0].host", "lowercase"),
-            (r#"{"version":1,"routes":[{"host":"a.com","auth":{"token_env":"1X"}}]}"#, "routes[0].auth.token_env", "environment variable"),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","auth":{"token_env":"1X"}}]}"#,
+                "routes[0].auth.token_env",
+                "environment variable",
+            ),
             (r#"{"version":1,"routes":[{"host":"a.com","auth":{}}]}"#, "routes[0].auth", "missing field `token_env`"),
-            (r#"{"version":1,"routes":[{"host":"a.com","matches":[{"paths":[{"type":"prefix","value":"v1"}]}]}]}"#, "routes[0].matches[0].paths[0].value", "start with '/'"),
-            (r#"{"version":1,"routes":[{"host":"a.com","matches":[{"paths":[{"type":"regex","value":"/"}]}]}]}"#, "routes[0].matches[0].paths[0].type", "unknown variant `regex`"),
-            (r#"{"version":1,"routes":[{"host":"a.com","matches":[{"methods":["get"]}]}]}"#, "routes[0].matches[0].methods[0]", "upper-case"),
-            (r#"{"version":1,"routes":[{"host":"a.com","matches":[{"methods":[]}]}]}"#, "routes[0].matches[0].methods", "allows nothing"),
-            (r#"{"version":1,"routes":[{"host":"a.com","dlp":{"on_match":"explode"}}]}"#, "routes[0].dlp", "unknown variant `explode`"),
-            (r#"{"version":1,"routes":[{"host":"a.com","dlp":"yes"}]}"#, "routes[0].dlp", "expected false, true or an object"),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","matches":[{"paths":[{"type":"prefix","value":"v1"}]}]}]}"#,
+                "routes[0].matches[0].paths[0].value",
+                "start with '/'",
+            ),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","matches":[{"paths":[{"type":"regex","value":"/"}]}]}]}"#,
+                "routes[0].matches[0].paths[0].type",
+                "unknown variant `regex`",
+            ),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","matches":[{"methods":["get"]}]}]}"#,
+                "routes[0].matches[0].methods[0]",
+                "upper-case",
+            ),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","matches":[{"methods":[]}]}]}"#,
+                "routes[0].matches[0].methods",
+                "allows nothing",
+            ),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","dlp":{"on_match":"explode"}}]}"#,
+                "routes[0].dlp",
+                "unknown variant `explode`",
+            ),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","dlp":"yes"}]}"#,
+                "routes[0].dlp",
+                "expected false, true or an object",
+            ),
             (r#"{"version":1,"routes":[{"host":"a.com","dlp":{"outbound":[]}}]}"#, "routes[0].dlp.outbound", "empty"),
             (r#"{"version":1,"routes":[{"host":"a.com"}"#, "routes", "EOF"),
         ];
