@@ -1,1 +1,179 @@
-//! Support for the cross-crate integration tests (being built).
+//! Support for tests that run the real sidecar image on a real Docker engine.
+//!
+//! - [`docker_available`]: whether an engine answers. A test returns early (printing why) when
+//!   none does, except under `BOT_BOTTLE_REQUIRE_DOCKER=1` (CI sets it), where that is a failure.
+//! - [`sidecar_image`]: builds the image once per test process from the binaries cargo built
+//!   beside the test executable (`cargo build --workspace --bins` first; `.ci/run` does).
+//! - [`Container`]: `docker run -d`, with helpers to read logs, publish ports, exec and stop;
+//!   removed on drop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Label on every container the tests start, so strays can be found: `docker ps -af label=bot-bottle-test`.
+pub const TEST_LABEL: &str = "bot-bottle-test=1";
+/// The uid:gid the sidecar image runs as.
+pub const BUNDLE_UID: u32 = 10001;
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().unwrap_or_else(|e| panic!("running docker {args:?}: {e}"))
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// True when a Docker engine answers. Panics instead of returning false when
+/// `BOT_BOTTLE_REQUIRE_DOCKER=1`, so CI can never skip the image tests silently.
+pub fn docker_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    let ok = *AVAILABLE.get_or_init(|| Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()));
+    if !ok {
+        assert!(
+            std::env::var("BOT_BOTTLE_REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "BOT_BOTTLE_REQUIRE_DOCKER=1 but no Docker engine answers (scripts/dockerd-up starts one)"
+        );
+        eprintln!("skipped: no Docker engine answers (scripts/dockerd-up starts one)");
+    }
+    ok
+}
+
+/// Where cargo put the workspace binaries for this build: the test executable lives in
+/// `target/<profile>/deps/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory").to_path_buf();
+    for b in orchestrator::image::BINARIES {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: run `cargo build --workspace --bins` before these tests (.ci/run does)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// The sidecar image built from this build's binaries (once per test process).
+pub fn sidecar_image() -> String {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let dir = bin_dir();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let built = rt
+            .block_on(async {
+                let images = orchestrator::image::DockerImages::connect().await?;
+                orchestrator::image::ensure(
+                    &images,
+                    &dir,
+                    orchestrator::image::DEFAULT_BASE_IMAGE,
+                    &mut |line: String| eprintln!("  {line}"),
+                )
+                .await
+            })
+            .unwrap_or_else(|e| panic!("building the sidecar image: {e:#}"));
+        built.tag
+    })
+    .clone()
+}
+
+/// Makes `path` (and everything below it) owned by the bundle's uid, for rw bind mounts.
+pub fn chown_for_bundle(path: &Path) {
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{BUNDLE_UID}:{BUNDLE_UID}"))
+        .arg(path)
+        .status()
+        .expect("running chown");
+    assert!(status.success(), "chown {}", path.display());
+}
+
+/// A container started by a test; force-removed on drop.
+pub struct Container {
+    pub id: String,
+}
+
+impl Container {
+    /// `docker run -d --label bot-bottle-test=1 <args>`; `args` ends with the image (and command).
+    pub fn run(args: &[&str]) -> Container {
+        let mut all = vec!["run", "-d", "--label", TEST_LABEL];
+        all.extend_from_slice(args);
+        Container { id: docker_ok(&all) }
+    }
+
+    /// The container's IP on its first network.
+    pub fn ip(&self) -> String {
+        docker_ok(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", &self.id])
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The host address a container port was published on (`-p 127.0.0.1::PORT`).
+    pub fn host_port(&self, port: u16) -> SocketAddr {
+        let out = docker_ok(&["port", &self.id, &format!("{port}/tcp")]);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("port {port} not published: {out}"));
+        line.parse().unwrap()
+    }
+
+    /// stdout and stderr so far (interleaved per stream, stdout first).
+    pub fn logs(&self) -> String {
+        let out = docker(&["logs", &self.id]);
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// Waits (bounded, 60 s) until the logs contain `needle`; panics with the logs otherwise.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return;
+            }
+            if !self.running() {
+                panic!("container exited before logging {needle:?}:\n{logs}");
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in the container logs:\n{logs}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        docker(&["inspect", "-f", "{{.State.Running}}", &self.id]).stdout.starts_with(b"true")
+    }
+
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        let mut all = vec!["exec", self.id.as_str()];
+        all.extend_from_slice(cmd);
+        docker(&all)
+    }
+
+    /// Sends a signal to the container's PID 1 (`docker kill -s`).
+    pub fn signal(&self, signal: &str) {
+        docker_ok(&["kill", "-s", signal, &self.id]);
+    }
+
+    /// Waits (bounded) for the container to exit and returns its exit code.
+    pub fn wait_exit(&self, timeout: Duration) -> i64 {
+        let deadline = Instant::now() + timeout;
+        while self.running() {
+            assert!(Instant::now() < deadline, "container still running after {timeout:?}:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &self.id]).parse().unwrap()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", "-v", &self.id]);
+    }
+}
