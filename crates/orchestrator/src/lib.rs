@@ -5,4 +5,5 @@ pub mod cli;
 pub mod doctor;
 pub mod home;
 pub mod image;
+pub mod process;
 pub mod supervise;
