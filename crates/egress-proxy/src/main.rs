@@ -1,1 +1,25 @@
-fn main() {}
+//! `egress-proxy` binary: parse flags (exit 64 on bad ones) → tracing → validate the whole
+//! config (exit 64 naming file/key) → bind → announce → run until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use egress_proxy::{Args, Config};
+
+fn main() -> ExitCode {
+    let args: Args = common::daemon::parse_args();
+    common::telemetry::init(args.log_format);
+    common::daemon::exit_code(real_main(args))
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    let config = Config::from_args(&args).context("invalid egress-proxy configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        common::daemon::announce(addr);
+        egress_proxy::run(config, listener, common::shutdown::signal()).await
+    })
+}

@@ -1,0 +1,737 @@
+//! The proxy plumbing: gathers request facts, asks [`crate::policy::decide`], and applies the
+//! answer. It never decides anything itself.
+//!
+//! Why not hudsucker: hudsucker 0.25 forwards a tunnel whose first bytes are not TLS as a raw
+//! TCP stream (unscanned, uninjected, undecided) and mints leaf certificates from the client's
+//! SNI. Here the leaf is always minted for the CONNECT target, a ClientHello whose SNI differs is
+//! dropped, and non-TLS bytes in a tunnel are dropped — except on a CONNECT to port 80, where
+//! they are parsed as HTTP and every request goes through the same decision, injection and DLP
+//! as any other (nothing is ever relayed as raw bytes).
+//!
+//! Flow: client → (absolute-form `http://` | `CONNECT host:port` → TLS with a minted leaf →
+//! h1/h2) → [`Proxy::handle`] per request → decide → strip credentials → DLP (whole body held,
+//! bounded, decoded) → inject token → pooled upstream client (TLS verified) → response.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Secret;
+use common::formats::Routes;
+use common::formats::routes::{DlpAction, Route};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body as _, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::audit::{Audit, Event};
+use crate::body::{self, BodyError, ProxyBody};
+use crate::config::Limits;
+use crate::dlp::{self, Engine, Hit};
+use crate::policy::{Decision, Deny, RequestFacts, RequestLine, Via, decide};
+use crate::tls::Mint;
+use crate::upstream::UpstreamClient;
+
+/// The magic host answered by the proxy itself.
+pub const MAGIC_HOST: &str = "_egress.local";
+
+/// Routes plus what they need at runtime; swapped whole on reload.
+pub struct Live {
+    pub routes: Routes,
+    pub tokens: std::collections::HashMap<String, Secret>,
+    pub dlp: Engine,
+}
+
+/// State shared by every connection.
+pub struct Proxy {
+    pub live: RwLock<Arc<Live>>,
+    pub mint: Mint,
+    pub client: UpstreamClient,
+    pub ws_client: UpstreamClient,
+    pub audit: Audit,
+    pub queue: Option<common::queue::Queue>,
+    pub bottle: String,
+    pub limits: Limits,
+}
+
+/// Where a request is going.
+#[derive(Debug, Clone)]
+struct Target {
+    host: String,
+    port: u16,
+    https: bool,
+    via: Via,
+    sni: Option<String>,
+}
+
+fn forbidden(reason: &str) -> Response<ProxyBody> {
+    text(StatusCode::FORBIDDEN, format!("bot-bottle egress: blocked: {reason}\n"))
+}
+
+fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// Headers that describe one hop and are never forwarded.
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+fn is_ws_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        })
+        && req.headers().contains_key(header::UPGRADE)
+}
+
+/// Monotonic milliseconds since the first call, for activity tracking.
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A stream that records when it last moved bytes either way.
+pub struct Tracked<T> {
+    inner: T,
+    last: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Resolves once `last` has not moved for `idle`.
+async fn idle(last: Arc<AtomicU64>, idle: Duration) {
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        let quiet = now_ms().saturating_sub(last.load(Ordering::Relaxed));
+        if quiet >= idle_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(idle_ms - quiet + 10)).await;
+    }
+}
+
+/// A stream with some bytes already read from it put back in front.
+struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What DLP found in one request, by location.
+struct Inspection {
+    url: Vec<Hit>,
+    headers: Vec<(HeaderName, usize, Vec<Hit>)>,
+    body: Vec<Hit>,
+}
+
+impl Inspection {
+    fn is_clean(&self) -> bool {
+        self.url.is_empty() && self.headers.is_empty() && self.body.is_empty()
+    }
+
+    /// A summary without values: `rule in url; rule in header x-foo; rule in body`.
+    fn summary(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for h in &self.url {
+            parts.push(format!("{} in url", h.rule_id));
+        }
+        for (name, _, hits) in &self.headers {
+            for h in hits {
+                parts.push(format!("{} in header {name}", h.rule_id));
+            }
+        }
+        for h in &self.body {
+            parts.push(format!("{} in body", h.rule_id));
+        }
+        parts.dedup();
+        parts.join("; ")
+    }
+
+    fn findings_json(&self) -> serde_json::Value {
+        let mut out = Vec::new();
+        let mut push = |loc: String, h: &Hit| {
+            out.push(serde_json::json!({"rule_id": h.rule_id, "location": loc, "secret_redacted": h.redacted}));
+        };
+        for h in &self.url {
+            push("url".into(), h);
+        }
+        for (name, _, hits) in &self.headers {
+            for h in hits {
+                push(format!("header {name}"), h);
+            }
+        }
+        for h in &self.body {
+            push("body".into(), h);
+        }
+        serde_json::Value::Array(out)
+    }
+}
+
+impl Proxy {
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Redacts anything DLP would flag before a client-supplied string goes to the audit log.
+    fn sanitize(live: &Live, s: &str) -> String {
+        let hits = live.dlp.scan(&[common::formats::routes::DlpDetector::KnownSecrets, common::formats::routes::DlpDetector::TokenPatterns], s.as_bytes());
+        if hits.is_empty() {
+            s.to_string()
+        } else {
+            String::from_utf8_lossy(&dlp::redact(s.as_bytes(), &hits, b"[REDACTED]")).into_owned()
+        }
+    }
+
+    fn audit(&self, live: &Live, event: Event, host: &str, method: &str, path: &str, reason: &str) {
+        if live.routes.log == 0 || (event == Event::Allow && live.routes.log < 2) {
+            return;
+        }
+        self.audit.record(
+            live.routes.log,
+            event,
+            &Self::sanitize(live, host),
+            method,
+            &Self::sanitize(live, path),
+            &Self::sanitize(live, reason),
+        );
+    }
+
+    fn deny(&self, live: &Live, host: &str, method: &str, path: &str, reason: &str) -> Response<ProxyBody> {
+        tracing::info!(host = %Self::sanitize(live, host), method, "denied: {}", Self::sanitize(live, reason));
+        self.audit(live, Event::Deny, host, method, path, reason);
+        forbidden(&Self::sanitize(live, reason))
+    }
+
+    /// Serves one accepted client connection.
+    pub async fn serve_client(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, permit: Arc<tokio::sync::OwnedSemaphorePermit>) {
+        let _ = stream.set_nodelay(true);
+        let last = Arc::new(AtomicU64::new(now_ms()));
+        let io = TokioIo::new(Tracked { inner: stream, last: last.clone() });
+        let proxy = self.clone();
+        let last2 = last.clone();
+        let svc = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let last = last2.clone();
+            let permit = permit.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.outer(req, last, permit).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout)
+            .max_buf_size(self.limits.max_header_bytes)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        tokio::select! {
+            r = conn => if let Err(e) = r { tracing::debug!(%peer, "client connection: {e}") },
+            () = idle(last, self.limits.idle_timeout) => tracing::debug!(%peer, "client connection idle, closed"),
+        }
+    }
+
+    /// A request on the proxy's own port: CONNECT, absolute-form http, or the magic host.
+    async fn outer(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        last: Arc<AtomicU64>,
+        permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Response<ProxyBody> {
+        let live = self.live();
+        if req.method() == Method::CONNECT {
+            let auth = req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+            let (host, port) = match crate::policy::split_authority(&auth) {
+                Some((h, Some(p))) => (h, p),
+                _ => return self.deny(&live, &auth, "CONNECT", "", "CONNECT target must be host:port"),
+            };
+            let facts = RequestFacts { via: Via::Connect, host: &host, port, sni: None, authorities: &[], request: None };
+            match decide(&live.routes, &facts) {
+                Decision::Deny(d) => return self.deny(&live, &host, "CONNECT", "", &d.to_string()),
+                Decision::Allow { .. } => {}
+            }
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                match hyper::upgrade::on(req).await {
+                    Ok(up) => {
+                        let idle_timeout = proxy.limits.idle_timeout;
+                        tokio::select! {
+                            () = proxy.tunnel(up, host, port) => {}
+                            () = idle(last, idle_timeout) => tracing::debug!("tunnel idle, closed"),
+                        }
+                    }
+                    Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
+                }
+                drop(permit);
+            });
+            return Response::new(body::empty());
+        }
+        let uri = req.uri().clone();
+        match (uri.scheme_str(), uri.host()) {
+            (Some("http"), Some(h)) if h.eq_ignore_ascii_case(MAGIC_HOST) => self.magic(&live, &req),
+            (Some("http"), Some(h)) => {
+                let host = h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+                let target =
+                    Target { host, port: uri.port_u16().unwrap_or(80), https: false, via: Via::PlainHttp, sni: None };
+                self.handle(target, req).await
+            }
+            (Some(s), _) => {
+                let host = uri.host().unwrap_or("").to_string();
+                self.deny(&live, &host, req.method().as_str(), uri.path(), &format!("{s}:// requests must use CONNECT"))
+            }
+            _ => {
+                let path = uri.path().to_string();
+                self.deny(&live, "", req.method().as_str(), &path, "not a proxy request (expected CONNECT or an absolute http:// URI)")
+            }
+        }
+    }
+
+    fn magic(&self, live: &Live, req: &Request<Incoming>) -> Response<ProxyBody> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/health") => text(StatusCode::OK, "ok".into()),
+            (&Method::GET, "/routes") => {
+                let json = serde_json::to_string_pretty(&live.routes).unwrap_or_else(|_| "{}".into());
+                let mut r = Response::new(body::full(json));
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found: _egress.local serves GET /health and GET /routes\n".into()),
+        }
+    }
+
+    /// Inside an allowed CONNECT: TLS (minted leaf for the target) or, on port 80, plain HTTP.
+    async fn tunnel(self: Arc<Self>, up: hyper::upgrade::Upgraded, host: String, port: u16) {
+        let live = self.live();
+        let mut io = TokioIo::new(up);
+        let mut first = [0u8; 1];
+        let n = match tokio::time::timeout(self.limits.header_timeout, io.read(&mut first)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return tracing::debug!(%host, "tunnel read: {e}"),
+            Err(_) => return tracing::debug!(%host, "tunnel: client sent nothing in time"),
+        };
+        if n == 0 {
+            return;
+        }
+        let io = Prefixed { prefix: Bytes::copy_from_slice(&first[..n]), inner: io };
+        if first[0] == 0x16 {
+            let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+            let start = match tokio::time::timeout(self.limits.header_timeout, acceptor).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    self.audit(&live, Event::Deny, &host, "CONNECT", "", &format!("bad TLS ClientHello in tunnel: {e}"));
+                    return;
+                }
+                Err(_) => return tracing::debug!(%host, "tunnel: TLS ClientHello timed out"),
+            };
+            let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
+            if let Some(s) = &sni
+                && *s != host
+            {
+                let reason = Deny::SniMismatch { sni: s.clone(), host: host.clone() }.to_string();
+                tracing::info!(%host, "denied: {}", Self::sanitize(&live, &reason));
+                self.audit(&live, Event::Deny, &host, "CONNECT", "", &reason);
+                return;
+            }
+            let config = match self.mint.config_for(&host) {
+                Ok(c) => c,
+                Err(e) => return tracing::error!("{e}"),
+            };
+            let tls = match tokio::time::timeout(self.limits.header_timeout, start.into_stream(config)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => return tracing::debug!(%host, "TLS handshake with client: {e}"),
+                Err(_) => return tracing::debug!(%host, "TLS handshake with client timed out"),
+            };
+            let target = Target { host, port, https: true, via: Via::Connect, sni };
+            self.serve_inner(TokioIo::new(tls), target).await;
+        } else if port == 80 {
+            let target = Target { host, port, https: false, via: Via::Connect, sni: None };
+            self.serve_inner(TokioIo::new(io), target).await;
+        } else {
+            let reason = format!("non-TLS bytes in a CONNECT tunnel to {host}:{port}");
+            tracing::info!(%host, "denied: {reason}");
+            self.audit(&live, Event::Deny, &host, "CONNECT", "", &reason);
+        }
+    }
+
+    async fn serve_inner<I>(self: Arc<Self>, io: TokioIo<I>, target: Target)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let proxy = self.clone();
+        let svc = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let target = target.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(target, req).await) }
+        });
+        let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout)
+            .max_buf_size(self.limits.max_header_bytes);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(self.limits.max_header_bytes as u32)
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        if let Err(e) = b.serve_connection_with_upgrades(io, svc).await {
+            tracing::debug!("tunnel connection: {e}");
+        }
+    }
+
+    /// One request to a target: decide, strip, scan, inject, forward.
+    async fn handle(self: Arc<Self>, target: Target, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let live = self.live();
+        let method = req.method().as_str().to_string();
+        let path = req.uri().path().to_string();
+        let mut authorities: Vec<String> = req
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        if let Some(a) = req.uri().authority() {
+            authorities.push(a.as_str().to_string());
+        }
+        let auth_refs: Vec<&str> = authorities.iter().map(String::as_str).collect();
+        let facts = RequestFacts {
+            via: target.via,
+            host: &target.host,
+            port: target.port,
+            sni: target.sni.as_deref(),
+            authorities: &auth_refs,
+            request: Some(RequestLine { method: &method, path: &path, headers: req.headers() }),
+        };
+        let route_idx = match decide(&live.routes, &facts) {
+            Decision::Allow { route } => route,
+            Decision::Deny(d) => return self.deny(&live, &target.host, &method, &path, &d.to_string()),
+        };
+        let route = &live.routes.routes[route_idx];
+        let ws = is_ws_upgrade(&req);
+        let inbound_upgrade = ws.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, incoming) = req.into_parts();
+        let ws_headers = ws.then(|| (parts.headers.get(header::UPGRADE).cloned(), parts.headers.get(header::CONNECTION).cloned()));
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        parts.headers.remove(header::PROXY_AUTHORIZATION);
+        if let Some(a) = &route.auth {
+            parts.headers.remove(header::AUTHORIZATION);
+            if let Ok(n) = HeaderName::from_bytes(a.header.as_bytes()) {
+                parts.headers.remove(n);
+            }
+        }
+        let mut pq = parts.uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+
+        // DLP: URL, headers (the injected one is added afterwards), whole body.
+        let mut body_out: ProxyBody;
+        let mut held = false;
+        if let Some(dlp_cfg) = route.dlp.config() {
+            let detectors = &dlp_cfg.outbound;
+            let mut insp = Inspection { url: Vec::new(), headers: Vec::new(), body: Vec::new() };
+            let url_text = format!("{}{pq}", target.host);
+            insp.url = live
+                .dlp
+                .scan(detectors, url_text.as_bytes())
+                .into_iter()
+                .map(|mut h| {
+                    // Offsets relative to `pq`; a hit in the host spans at least the host start.
+                    h.start = h.start.saturating_sub(target.host.len());
+                    h.end = h.end.saturating_sub(target.host.len());
+                    h
+                })
+                .collect();
+            for (name, value) in parts.headers.iter() {
+                let hits = live.dlp.scan(detectors, value.as_bytes());
+                if !hits.is_empty() {
+                    let idx = parts.headers.get_all(name).iter().position(|v| v == value).unwrap_or(0);
+                    insp.headers.push((name.clone(), idx, hits));
+                }
+            }
+            let mut body_bytes = Bytes::new();
+            let mut decoded: Option<Vec<u8>> = None;
+            if !incoming.is_end_stream() {
+                body_bytes = match body::collect(incoming, self.limits.max_body_bytes).await {
+                    Ok(b) => b,
+                    Err(e @ BodyError::TooLarge(_)) => {
+                        self.audit(&live, Event::Deny, &target.host, &method, &path, &e.to_string());
+                        return text(StatusCode::PAYLOAD_TOO_LARGE, format!("bot-bottle egress: blocked: {e}\n"));
+                    }
+                    Err(e) => return text(StatusCode::BAD_REQUEST, format!("bot-bottle egress: {e}\n")),
+                };
+                let encs = parts
+                    .headers
+                    .get_all(header::CONTENT_ENCODING)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .flat_map(|v| body::encodings(&v))
+                    .collect::<Vec<_>>();
+                let plain = if encs.is_empty() {
+                    None
+                } else {
+                    match body::decode(&body_bytes, &encs, self.limits.max_body_bytes) {
+                        Ok(d) => Some(d),
+                        Err(e) => return self.deny(&live, &target.host, &method, &path, &e.to_string()),
+                    }
+                };
+                insp.body = live.dlp.scan(detectors, plain.as_deref().unwrap_or(&body_bytes));
+                decoded = plain;
+            }
+            if !insp.is_clean() {
+                let summary = insp.summary();
+                let audit_path = {
+                    let red = dlp::redact(pq.as_bytes(), &insp.url, b"[REDACTED]");
+                    let s = String::from_utf8_lossy(&red).into_owned();
+                    s.split('?').next().unwrap_or("").to_string()
+                };
+                match dlp_cfg.on_match {
+                    DlpAction::Block => {
+                        return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary}"));
+                    }
+                    DlpAction::Redact => {
+                        if insp.url.iter().any(|h| h.end == 0) {
+                            return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (host cannot be redacted)"));
+                        }
+                        if !insp.url.is_empty() {
+                            pq = String::from_utf8_lossy(&dlp::redact(pq.as_bytes(), &insp.url, b"%5BREDACTED%5D")).into_owned();
+                        }
+                        for (name, idx, hits) in &insp.headers {
+                            let values: Vec<HeaderValue> = parts.headers.get_all(name).iter().cloned().collect();
+                            parts.headers.remove(name);
+                            for (i, v) in values.into_iter().enumerate() {
+                                let v = if i == *idx {
+                                    HeaderValue::from_bytes(&dlp::redact(v.as_bytes(), hits, b"[REDACTED]"))
+                                        .unwrap_or(HeaderValue::from_static("[REDACTED]"))
+                                } else {
+                                    v
+                                };
+                                parts.headers.append(name.clone(), v);
+                            }
+                        }
+                        if !insp.body.is_empty() {
+                            let src = decoded.take().unwrap_or_else(|| body_bytes.to_vec());
+                            let red = dlp::redact(&src, &insp.body, b"[REDACTED]");
+                            parts.headers.remove(header::CONTENT_ENCODING);
+                            body_bytes = Bytes::from(red);
+                        }
+                        self.audit(&live, Event::Redact, &target.host, &method, &audit_path, &format!("dlp: {summary}"));
+                    }
+                    DlpAction::Supervise => {
+                        held = true;
+                        let Some(queue) = &self.queue else {
+                            return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (supervise: no queue configured)"));
+                        };
+                        let args = serde_json::json!({
+                            "host": target.host, "port": target.port, "method": method, "path": audit_path,
+                            "findings": insp.findings_json(),
+                        });
+                        let filed = match queue.file(&self.bottle, "egress_dlp", args) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::error!("filing a supervise request: {e}");
+                                return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (supervise: cannot file the request)"));
+                            }
+                        };
+                        self.audit(&live, Event::Hold, &target.host, &method, &audit_path, &format!("dlp: {summary} (held as {})", filed.id));
+                        match queue.wait(&filed.id, self.limits.supervise_timeout).await {
+                            Ok(Some(r)) if r.status.is_yes() => {
+                                self.audit(&live, Event::Allow, &target.host, &method, &audit_path, &format!("operator approved {}", filed.id));
+                            }
+                            Ok(Some(_)) => {
+                                return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (operator rejected {})", filed.id));
+                            }
+                            Ok(None) => {
+                                return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (no operator answer for {} in time)", filed.id));
+                            }
+                            Err(e) => {
+                                tracing::error!("reading the operator's answer: {e}");
+                                return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (unreadable answer for {})", filed.id));
+                            }
+                        }
+                    }
+                }
+            }
+            if !body_bytes.is_empty() {
+                parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_bytes.len()));
+            }
+            body_out = body::full(body_bytes);
+        } else {
+            body_out = body::boxed(incoming);
+        }
+        if !held {
+            self.audit(&live, Event::Allow, &target.host, &method, &path, &format!("route {route_idx}"));
+        }
+
+        inject(route, &live, &mut parts.headers);
+        let scheme = if target.https { "https" } else { "http" };
+        let host_part = if target.host.contains(':') { format!("[{}]", target.host) } else { target.host.clone() };
+        let default_port = if target.https { 443 } else { 80 };
+        let authority =
+            if target.port == default_port { host_part } else { format!("{host_part}:{}", target.port) };
+        parts.uri = match Uri::try_from(format!("{scheme}://{authority}{pq}")) {
+            Ok(u) => u,
+            Err(e) => return self.deny(&live, &target.host, &method, &path, &format!("cannot rebuild the URI: {e}")),
+        };
+        parts.version = Version::HTTP_11;
+
+        if let (Some(inbound), Some((upg, conn))) = (inbound_upgrade, ws_headers) {
+            if let Some(u) = upg {
+                parts.headers.insert(header::UPGRADE, u);
+            }
+            parts.headers.insert(header::CONNECTION, conn.unwrap_or(HeaderValue::from_static("upgrade")));
+            body_out = body::empty();
+            let out = Request::from_parts(parts, body_out);
+            return match self.ws_client.request(out).await {
+                Ok(mut resp) => {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        let upstream = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(async move {
+                            if let (Ok(a), Ok(b)) = (inbound.await, upstream.await) {
+                                let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                            }
+                        });
+                    }
+                    let (p, b) = resp.into_parts();
+                    Response::from_parts(p, body::boxed(b))
+                }
+                Err(e) => upstream_error(&target.host, &e),
+            };
+        }
+
+        let out = Request::from_parts(parts, body_out);
+        match self.client.request(out).await {
+            Ok(resp) => {
+                let (mut p, b) = resp.into_parts();
+                strip_hop_by_hop(&mut p.headers);
+                Response::from_parts(p, body::boxed(b))
+            }
+            Err(e) => upstream_error(&target.host, &e),
+        }
+    }
+}
+
+fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    tracing::warn!(%host, "upstream request failed: {msg}");
+    text(StatusCode::BAD_GATEWAY, format!("bot-bottle egress: upstream {host}: {msg}\n"))
+}
+
+/// Sets the route's auth header from its token.
+fn inject(route: &Route, live: &Live, headers: &mut HeaderMap) {
+    let Some(a) = &route.auth else { return };
+    let Some(token) = live.tokens.get(&a.token_env) else { return };
+    let value = if a.scheme.is_empty() { token.expose().to_string() } else { format!("{} {}", a.scheme, token.expose()) };
+    if let (Ok(name), Ok(mut v)) = (HeaderName::from_bytes(a.header.as_bytes()), HeaderValue::from_str(&value)) {
+        v.set_sensitive(true);
+        headers.insert(name, v);
+    }
+}
