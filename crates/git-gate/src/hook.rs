@@ -1,0 +1,173 @@
+//! `git-gate hook pre-receive`: what every push to a mirror goes through, run by
+//! `git receive-pack` (under http-backend) with the pushed objects still in quarantine.
+//!
+//! 1. read the ref updates from stdin;
+//! 2. ref policy ([`crate::policy`]) for every update — all refusals are reported at once;
+//! 3. secret scan of every commit the push introduces (reachable from the new tips and from no
+//!    ref the mirror has), opened through the environment so quarantined objects are visible;
+//! 4. forward the very same updates upstream (`git push --atomic`, leased on the old values)
+//!    from inside the quarantine, so the push carries exactly the scanned objects.
+//!
+//! Exit 0 only when upstream accepted; receive-pack then updates the mirror's refs and tells
+//! the client ok. Every message goes to stderr, which the client shows as `remote:` lines.
+//! The hook never prints a secret (findings are redacted) nor the deploy key.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use common::formats::GitGateConfig;
+use common::formats::git_gate::RepoConfig;
+
+use crate::policy::{self, Change};
+use crate::proc::Cmd;
+use crate::upstream::{RefUpdate, push_args, transport_env};
+
+/// Env var naming config.json for the hook (set by the hook script the gate writes).
+pub const ENV_CONFIG: &str = "GIT_GATE_HOOK_CONFIG";
+/// Env var naming the repo the hook runs for.
+pub const ENV_REPO: &str = "GIT_GATE_HOOK_REPO";
+/// Bound on forwarding a push upstream.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// Repository variables passed through to the upstream `git push`: the object directory and
+/// alternates are how it sees the quarantined objects. `GIT_QUARANTINE_PATH` is deliberately
+/// not passed: the push updates no local ref, and a `file://` upstream's receive-pack would
+/// inherit it and refuse its own ref updates.
+const PASS_THROUGH: [&str; 4] = ["GIT_DIR", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "HOME"];
+
+fn say(msg: impl std::fmt::Display) {
+    eprintln!("git-gate: {msg}");
+}
+
+/// Entry point of `git-gate hook pre-receive`.
+pub fn pre_receive() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            say(msg);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let config_path = std::env::var_os(ENV_CONFIG).map(PathBuf::from).ok_or(format!("{ENV_CONFIG} is not set"))?;
+    let name = std::env::var(ENV_REPO).map_err(|_| format!("{ENV_REPO} is not set"))?;
+    let config = GitGateConfig::load(&config_path).map_err(|e| format!("push refused: {e}"))?;
+    let repo_cfg = config.repo(&name).ok_or(format!("push refused: repo {name:?} is not in the gate's config"))?;
+
+    let mut updates = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| format!("push refused: reading ref updates: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        updates.push(RefUpdate::parse(&line).ok_or(format!("push refused: malformed ref update {line:?}"))?);
+    }
+    if updates.is_empty() {
+        return Ok(());
+    }
+
+    let repo = crate::scan::open_repo_from_env().map_err(|e| format!("push refused: opening the repository: {e}"))?;
+
+    // 2. Ref policy, every refusal at once.
+    let mut refusals = Vec::new();
+    for u in &updates {
+        match classify(&repo, u).and_then(|c| policy::check(&repo_cfg.push, &u.name, c)) {
+            Ok(()) => {}
+            Err(why) => refusals.push(why),
+        }
+    }
+    if !refusals.is_empty() {
+        for r in &refusals {
+            say(format!("refused {r}"));
+        }
+        return Err("push rejected by ref policy; nothing was sent upstream".into());
+    }
+
+    // 3. Secret scan of what the push introduces.
+    let tips: Vec<git2::Oid> = updates
+        .iter()
+        .filter(|u| !u.is_delete())
+        .map(|u| git2::Oid::from_str(&u.new).map_err(|e| format!("push refused: bad object id {}: {e}", u.new)))
+        .collect::<Result<_, _>>()?;
+    if !tips.is_empty() {
+        let rules = crate::scan::Rules::builtin();
+        let report = crate::scan::scan_new_commits(&repo, &tips, &rules)
+            .map_err(|e| format!("push refused: the secret scan failed: {e}"))?;
+        say(format!("scanned {} commits", report.commits_scanned));
+        if !report.findings.is_empty() {
+            for f in &report.findings {
+                say(format!(
+                    "secret found: rule {} in {} line {} of commit {}: {}",
+                    f.rule_id, f.file, f.line, f.commit, f.secret_redacted
+                ));
+            }
+            return Err(format!(
+                "push rejected: {} secret finding(s); nothing was sent upstream",
+                report.findings.len()
+            ));
+        }
+    }
+    drop(repo);
+
+    // 4. Forward upstream.
+    forward(repo_cfg, &updates)
+}
+
+/// What an update does to its ref, judged on the objects (quarantined ones included).
+fn classify(repo: &git2::Repository, u: &RefUpdate) -> Result<Change, String> {
+    if u.is_delete() {
+        return Ok(Change::Delete);
+    }
+    if u.is_create() {
+        return Ok(Change::Create);
+    }
+    let commit = |oid: &str| -> Result<git2::Oid, String> {
+        let oid = git2::Oid::from_str(oid).map_err(|e| format!("{}: bad object id {oid}: {e}", u.name))?;
+        let obj = repo.find_object(oid, None).map_err(|e| format!("{}: object {oid} not found: {e}", u.name))?;
+        obj.peel_to_commit().map(|c| c.id()).map_err(|_| format!("{}: {oid} is not a commit", u.name))
+    };
+    if u.name.starts_with("refs/tags/") {
+        // Moving a tag is a rewrite whatever the ancestry; policy treats it as such.
+        return Ok(Change::FastForward);
+    }
+    let (old, new) = (commit(&u.old)?, commit(&u.new)?);
+    let ff = repo
+        .graph_descendant_of(new, old)
+        .map_err(|e| format!("{}: checking ancestry of {new} over {old}: {e}", u.name))?;
+    Ok(if ff { Change::FastForward } else { Change::Force })
+}
+
+fn forward(repo_cfg: &RepoConfig, updates: &[RefUpdate]) -> Result<(), String> {
+    let cwd = std::env::current_dir().map_err(|e| format!("push refused: current directory: {e}"))?;
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| cwd.clone());
+    let mut cmd = Cmd::git(&cwd, &home, PUSH_TIMEOUT);
+    cmd.args(push_args(&repo_cfg.url, updates)).describe("git push to upstream");
+    for k in PASS_THROUGH {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    for (k, v) in transport_env(repo_cfg) {
+        cmd.env(k, v);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("push refused: starting the runtime: {e}"))?;
+    let out = rt.block_on(cmd.output()).map_err(|e| format!("push not forwarded: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines().chain(stdout.lines()).filter(|l| !l.trim().is_empty() && l.trim() != "Done") {
+        eprintln!("git-gate: upstream: {line}");
+    }
+    if out.status.success() {
+        say(format!("upstream accepted {} ref update(s)", updates.len()));
+        Ok(())
+    } else {
+        Err("upstream refused the push; the gate's refs are unchanged".into())
+    }
+}
