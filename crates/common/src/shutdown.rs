@@ -30,3 +30,18 @@ pub async fn signal() {
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
     }
 }
+
+/// Like [`signal`], but the handlers are installed *now*, before the future is first polled:
+/// call it before announcing readiness, so a SIGTERM sent right after `listening on ...` is
+/// never the default (fatal) action.
+pub fn listen() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        }
+    })
+}

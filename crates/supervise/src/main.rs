@@ -21,7 +21,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr().context("reading the bound address")?;
         tracing::info!(bottle = %config.bottle, queue = %config.queue_dir.display(), "supervise listening on {local}");
+        let shutdown = common::shutdown::listen().context("installing signal handlers")?;
         common::daemon::announce(local);
-        supervise::run(config, listener, common::shutdown::signal()).await.context("serving MCP")
+        supervise::run(config, listener, shutdown).await.context("serving MCP")
     })
 }

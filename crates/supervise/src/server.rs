@@ -45,12 +45,41 @@ struct Inner {
     queue: Queue,
     /// Cancelled at shutdown: waiting tool calls then answer `pending` at once.
     shutdown: CancellationToken,
+    /// Tool calls still running, so shutdown can let their answers out before closing streams.
+    in_flight: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts a running tool call; wakes the shutdown drain when the last one ends.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> InFlight<'a> {
+        inner.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Supervise {
     pub fn new(config: Config, shutdown: CancellationToken) -> Supervise {
         let queue = Queue::new(&config.queue_dir);
-        Supervise { inner: Arc::new(Inner { config, queue, shutdown }) }
+        Supervise {
+            inner: Arc::new(Inner {
+                config,
+                queue,
+                shutdown,
+                in_flight: Default::default(),
+                idle: tokio::sync::Notify::new(),
+            }),
+        }
     }
 
     /// The tools with their schemas and descriptions, as `tools/list` shows them.
@@ -79,7 +108,19 @@ impl Supervise {
         ]
     }
 
+    /// Resolves when no tool call is running (used after shutdown began).
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.inner.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
     async fn dispatch(&self, name: &str, args: Option<rmcp::model::JsonObject>) -> Result<CallToolResult, ErrorData> {
+        let _running = InFlight::enter(&self.inner);
         let outcome = match name {
             tools::ASK_OPERATOR => {
                 match tools::parse::<tools::AskOperator>(tools::ASK_OPERATOR, args).and_then(|a| a.validate()) {
@@ -242,31 +283,42 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let stop = CancellationToken::new();
-    let mut http = StreamableHttpServerConfig::default().with_cancellation_token(stop.child_token());
+    // Two stages: `calls` makes waiting tool calls answer `pending`; once they have (bounded),
+    // `transport` closes the MCP sessions and their streams so the HTTP server can finish.
+    let calls = CancellationToken::new();
+    let transport = CancellationToken::new();
+    let mut http = StreamableHttpServerConfig::default().with_cancellation_token(transport.clone());
     http = if config.allowed_hosts.is_empty() {
         http.disable_allowed_hosts()
     } else {
         http.with_allowed_hosts(config.allowed_hosts.clone())
     };
-    let handler = Supervise::new(config, stop.clone());
+    let handler = Supervise::new(config, calls.clone());
+    let factory = handler.clone();
     let service: StreamableHttpService<Supervise, LocalSessionManager> =
-        StreamableHttpService::new(move || Ok(handler.clone()), Default::default(), http);
+        StreamableHttpService::new(move || Ok(factory.clone()), Default::default(), http);
     let router = axum::Router::new().nest_service("/mcp", service);
     let server = axum::serve(listener, router).with_graceful_shutdown({
-        let stop = stop.clone();
+        let (calls, transport) = (calls.clone(), transport.clone());
         async move {
             shutdown.await;
-            stop.cancel();
+            calls.cancel();
+            let _ = tokio::time::timeout(common::shutdown::GRACE, handler.drained()).await;
+            // Let the last answers leave before their streams are closed.
+            tokio::time::sleep(STREAM_FLUSH).await;
+            transport.cancel();
         }
     });
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r,
-        () = async { stop.cancelled().await; tokio::time::sleep(common::shutdown::GRACE).await } => {
+        () = async { transport.cancelled().await; tokio::time::sleep(common::shutdown::GRACE).await } => {
             tracing::warn!("connections still open after the grace period; closing them");
             Ok(())
         }
     }
 }
+
+/// Pause between the last tool call returning and the MCP streams being closed at shutdown.
+const STREAM_FLUSH: std::time::Duration = std::time::Duration::from_millis(250);

@@ -1,0 +1,6 @@
+//! Integration tests of supervise: the binary's process contract, and the MCP server driven by
+//! the official Python MCP SDK over streamable HTTP.
+
+mod client;
+mod mcp;
+mod process;
