@@ -18,7 +18,11 @@ use crate::tls::{self, Mint};
 
 /// `egress-proxy` command line (contracts.md "egress-proxy").
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "egress-proxy", version, about = "The bottle's egress proxy: TLS-bumping allowlist with token injection and DLP")]
+#[command(
+    name = "egress-proxy",
+    version,
+    about = "The bottle's egress proxy: TLS-bumping allowlist with token injection and DLP"
+)]
 pub struct Args {
     /// Address to listen on (port 0 picks one; the real one is printed).
     #[arg(long, env = "EGRESS_LISTEN", default_value = "127.0.0.1:9099")]
@@ -96,7 +100,12 @@ pub struct Config {
     pub bottle: String,
     pub audit: Box<dyn Write + Send>,
     pub limits: Limits,
+    /// Reads an env var (token values on reload); the process env outside tests.
+    pub env: EnvFn,
 }
+
+/// How the proxy reads environment variables.
+pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,15 +114,22 @@ impl std::fmt::Debug for Config {
 }
 
 /// Reads the token for every `token_env` the routes name; problems name the route key.
-pub fn read_tokens(routes: &Routes, env: &dyn Fn(&str) -> Option<String>) -> Result<HashMap<String, Secret>, Vec<String>> {
+pub fn read_tokens(
+    routes: &Routes,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<HashMap<String, Secret>, Vec<String>> {
     let mut tokens = HashMap::new();
     let mut problems = Vec::new();
     for (i, r) in routes.routes.iter().enumerate() {
         if let Some(a) = &r.auth {
             match env(&a.token_env) {
-                Some(v) if !v.is_empty() => {
+                Some(v) if !v.is_empty() && http::HeaderValue::from_str(&format!("{} {v}", a.scheme)).is_ok() => {
                     tokens.insert(a.token_env.clone(), Secret::new(v));
                 }
+                Some(v) if !v.is_empty() => problems.push(format!(
+                    "routes[{i}].auth.token_env: the value of {} is not usable in an HTTP header",
+                    a.token_env
+                )),
                 _ => problems.push(format!(
                     "routes[{i}].auth.token_env: environment variable {} is not set (or empty)",
                     a.token_env
@@ -139,16 +155,11 @@ pub fn sensitive_env(vars: impl Iterator<Item = (String, String)>, prefixes: Opt
 impl Config {
     /// Validates the arguments against the process environment.
     pub fn from_args(args: &Args) -> Result<Config, UsageError> {
-        let env = |k: &str| std::env::var(k).ok();
-        Self::build(args, &env, std::env::vars())
+        Self::build(args, Arc::new(|k: &str| std::env::var(k).ok()), std::env::vars())
     }
 
     /// Validates everything, reporting every problem at once.
-    pub fn build(
-        args: &Args,
-        env: &dyn Fn(&str) -> Option<String>,
-        vars: impl Iterator<Item = (String, String)>,
-    ) -> Result<Config, UsageError> {
+    pub fn build(args: &Args, env: EnvFn, vars: impl Iterator<Item = (String, String)>) -> Result<Config, UsageError> {
         let mut problems: Vec<String> = Vec::new();
         let routes = match Routes::load(&args.routes) {
             Ok(r) => Some(r),
@@ -158,7 +169,7 @@ impl Config {
             }
         };
         let tokens = match &routes {
-            Some(r) => match read_tokens(r, env) {
+            Some(r) => match read_tokens(r, &*env) {
                 Ok(t) => t,
                 Err(ps) => {
                     problems.extend(ps.into_iter().map(|p| format!("{}: {p}", args.routes.display())));
@@ -237,6 +248,7 @@ impl Config {
                         idle_timeout: args.idle_timeout,
                         supervise_timeout: args.supervise_timeout,
                     },
+                    env,
                 })
             }
             _ => Err(UsageError(problems.join("\n"))),
@@ -266,7 +278,8 @@ mod tests {
     fn every_problem_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let routes = dir.path().join("routes.json");
-        std::fs::write(&routes, r#"{"version":1,"routes":[{"host":"a.com","auth":{"token_env":"MISSING_TOKEN"}}]}"#).unwrap();
+        std::fs::write(&routes, r#"{"version":1,"routes":[{"host":"a.com","auth":{"token_env":"MISSING_TOKEN"}}]}"#)
+            .unwrap();
         let args = Args::try_parse_from([
             "egress-proxy",
             "--routes",
@@ -281,8 +294,10 @@ mod tests {
             "/nonexistent/up.pem",
         ])
         .unwrap();
-        let err = Config::build(&args, &|_| None, std::iter::empty()).unwrap_err().0;
-        for want in ["MISSING_TOKEN", "routes[0].auth.token_env", "/nonexistent/ca.crt", "--resolve", "/nonexistent/up.pem"] {
+        let err = Config::build(&args, Arc::new(|_: &str| None), std::iter::empty()).unwrap_err().0;
+        for want in
+            ["MISSING_TOKEN", "routes[0].auth.token_env", "/nonexistent/ca.crt", "--resolve", "/nonexistent/up.pem"]
+        {
             assert!(err.contains(want), "{want} missing from: {err}");
         }
     }

@@ -44,7 +44,13 @@ fn forms(secret: &str) -> Vec<(String, &'static str)> {
     out.push((hex::encode_upper(b), "known_secret_hex"));
     let pct: String = b
         .iter()
-        .map(|&c| if c.is_ascii_alphanumeric() || b"-._~".contains(&c) { (c as char).to_string() } else { format!("%{c:02X}") })
+        .map(|&c| {
+            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                (c as char).to_string()
+            } else {
+                format!("%{c:02X}")
+            }
+        })
         .collect();
     if pct != secret {
         out.push((pct.clone(), "known_secret_percent"));

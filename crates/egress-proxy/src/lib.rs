@@ -29,7 +29,11 @@ pub use config::{Args, Config};
 use crate::proxy::{Live, Proxy};
 
 /// Builds the live state (routes, tokens, DLP engine) from routes and tokens.
-pub fn live(routes: common::formats::Routes, tokens: std::collections::HashMap<String, common::Secret>, extra: &[common::Secret]) -> Live {
+pub fn live(
+    routes: common::formats::Routes,
+    tokens: std::collections::HashMap<String, common::Secret>,
+    extra: &[common::Secret],
+) -> Live {
     let mut secrets: Vec<common::Secret> = tokens.values().cloned().collect();
     secrets.extend(extra.iter().cloned());
     Live { routes, tokens, dlp: dlp::Engine::new(&secrets) }
@@ -38,9 +42,22 @@ pub fn live(routes: common::formats::Routes, tokens: std::collections::HashMap<S
 /// Serves until `shutdown` resolves, then drains connections for up to
 /// [`common::shutdown::GRACE`].
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let Config { routes_path, routes, tokens, extra_secrets, mint, roots, resolve, queue, bottle, audit, limits } = config;
+    serve(config, listener, shutdown, reload::hangup()).await
+}
+
+/// [`run`] with a SIGHUP stream created by the caller (the binary installs it before it
+/// announces readiness, so an early SIGHUP reloads instead of killing the process).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    hup: Option<tokio::signal::unix::Signal>,
+) -> anyhow::Result<()> {
+    let Config { routes_path, routes, tokens, extra_secrets, mint, roots, resolve, queue, bottle, audit, limits, env } =
+        config;
     let resolve = Arc::new(resolve);
-    let connector = upstream::Connector::new(tls::client_config(roots.clone(), &[b"h2", b"http/1.1"])?, resolve.clone());
+    let connector =
+        upstream::Connector::new(tls::client_config(roots.clone(), &[b"h2", b"http/1.1"])?, resolve.clone());
     let ws_connector = upstream::Connector::new(tls::client_config(roots, &[b"http/1.1"])?, resolve);
     let max = limits.max_connections;
     let proxy = Arc::new(Proxy {
@@ -53,7 +70,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         bottle,
         limits,
     });
-    let watcher = tokio::spawn(reload::watch(proxy.clone(), routes_path, extra_secrets));
+    let watcher = tokio::spawn(reload::watch(proxy.clone(), routes_path, extra_secrets, env, hup));
     let permits = Arc::new(tokio::sync::Semaphore::new(max));
     tokio::pin!(shutdown);
     loop {

@@ -19,7 +19,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let hup = egress_proxy::reload::hangup();
+        let shutdown = common::shutdown::signal();
         common::daemon::announce(addr);
-        egress_proxy::run(config, listener, common::shutdown::signal()).await
+        egress_proxy::serve(config, listener, shutdown, hup).await
     })
 }

@@ -54,7 +54,9 @@ pub struct RequestFacts<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Allowed by `routes[route]` (its auth and DLP settings apply).
-    Allow { route: usize },
+    Allow {
+        route: usize,
+    },
     Deny(Deny),
 }
 
@@ -79,12 +81,15 @@ impl fmt::Display for Deny {
             Deny::IpLiteral(h) => write!(f, "IP literal {h} is not named by any route"),
             Deny::NoRoute { host } => write!(f, "host {host} is not in the bottle's routes"),
             Deny::Port { host, port } => write!(f, "port {port} is not allowed for host {host}"),
-            Deny::SniMismatch { sni, host } => write!(f, "TLS server name {sni:?} differs from the CONNECT target {host}"),
+            Deny::SniMismatch { sni, host } => {
+                write!(f, "TLS server name {sni:?} differs from the CONNECT target {host}")
+            }
             Deny::AuthorityMismatch { authority, host, port } => {
                 write!(f, "request authority {authority:?} differs from the target {host}:{port}")
             }
             Deny::DotSegments => write!(f, "path contains '.' or '..' segments"),
-            Deny::NoMatch { method, path } => write!(f, "{method} {path} is not allowed by the route's matches"),
+            // The path stays out of the reason: it may carry what DLP would flag.
+            Deny::NoMatch { method, .. } => write!(f, "{method} request does not pass the route's matches"),
             Deny::Doh => write!(f, "DNS-over-HTTPS is not allowed on this route"),
         }
     }
@@ -137,7 +142,8 @@ pub fn split_authority(a: &str) -> Option<(String, Option<u16>)> {
 
 /// True when a path has `.`/`..` segments, literal or percent-encoded, or a backslash.
 fn has_dot_segments(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase().replace("%2e", ".").replace("%2f", "/").replace("%5c", "/").replace('\\', "/");
+    let lower =
+        path.to_ascii_lowercase().replace("%2e", ".").replace("%2f", "/").replace("%5c", "/").replace('\\', "/");
     lower.split('/').any(|seg| seg == "." || seg == "..")
 }
 
@@ -159,7 +165,10 @@ fn match_passes(m: &Match, req: &RequestLine<'_>) -> bool {
             PathMatchKind::Exact => req.path == p.value,
         });
     let method_ok = m.methods.as_ref().is_none_or(|ms| ms.iter().any(|x| x == req.method));
-    let headers_ok = m.headers.iter().all(|h| req.headers.get_all(h.name.as_str()).iter().any(|v| v.as_bytes() == h.value.as_bytes()));
+    let headers_ok = m
+        .headers
+        .iter()
+        .all(|h| req.headers.get_all(h.name.as_str()).iter().any(|v| v.as_bytes() == h.value.as_bytes()));
     path_ok && method_ok && headers_ok
 }
 
@@ -245,13 +254,16 @@ mod tests {
         {"host":"multi.com","matches":[{"methods":["GET"]},{"paths":[{"type":"prefix","value":"/up"}],"methods":["PUT"]}]}
     ]}"#;
 
+    /// (method, path, headers)
+    type Line = (&'static str, &'static str, Vec<(&'static str, &'static str)>);
+
     struct F {
         via: Via,
         host: &'static str,
         port: u16,
         sni: Option<&'static str>,
         auth: Vec<&'static str>,
-        req: Option<(&'static str, &'static str, Vec<(&'static str, &'static str)>)>,
+        req: Option<Line>,
     }
 
     fn connect(host: &'static str, port: u16) -> F {
@@ -284,7 +296,10 @@ mod tests {
     fn connect_stage_checks_host_and_port() {
         let r = routes(R);
         assert_eq!(allowed(&r, &connect("api.example.com", 443)), Some(0));
-        assert_eq!(run(&r, &connect("api.example.com", 8443)), Decision::Deny(Deny::Port { host: "api.example.com".into(), port: 8443 }));
+        assert_eq!(
+            run(&r, &connect("api.example.com", 8443)),
+            Decision::Deny(Deny::Port { host: "api.example.com".into(), port: 8443 })
+        );
         assert_eq!(run(&r, &connect("evil.com", 443)), Decision::Deny(Deny::NoRoute { host: "evil.com".into() }));
         assert_eq!(allowed(&r, &connect("a.wild.com", 8443)), Some(1));
         assert_eq!(allowed(&r, &connect("a.b.wild.com", 8443)), Some(1));
@@ -384,8 +399,14 @@ mod tests {
         for f in [
             req("a.wild.com", 8443, "GET", "/dns-query"),
             req("a.wild.com", 8443, "GET", "/x/DNS-QUERY"),
-            F { req: Some(("POST", "/q", vec![("content-type", "application/dns-message")])), ..connect("a.wild.com", 8443) },
-            F { req: Some(("GET", "/resolve", vec![("accept", "application/dns-json")])), ..connect("a.wild.com", 8443) },
+            F {
+                req: Some(("POST", "/q", vec![("content-type", "application/dns-message")])),
+                ..connect("a.wild.com", 8443)
+            },
+            F {
+                req: Some(("GET", "/resolve", vec![("accept", "application/dns-json")])),
+                ..connect("a.wild.com", 8443)
+            },
         ] {
             assert_eq!(run(&r, &f), Decision::Deny(Deny::Doh));
         }

@@ -81,8 +81,16 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
 }
 
 /// Headers that describe one hop and are never forwarded.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
@@ -102,9 +110,11 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 fn is_ws_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-        })
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
         && req.headers().contains_key(header::UPGRADE)
 }
 
@@ -146,7 +156,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         }
         r
     }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(
@@ -213,7 +226,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
     }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(
@@ -281,7 +297,10 @@ impl Proxy {
 
     /// Redacts anything DLP would flag before a client-supplied string goes to the audit log.
     fn sanitize(live: &Live, s: &str) -> String {
-        let hits = live.dlp.scan(&[common::formats::routes::DlpDetector::KnownSecrets, common::formats::routes::DlpDetector::TokenPatterns], s.as_bytes());
+        let hits = live.dlp.scan(
+            &[common::formats::routes::DlpDetector::KnownSecrets, common::formats::routes::DlpDetector::TokenPatterns],
+            s.as_bytes(),
+        );
         if hits.is_empty() {
             s.to_string()
         } else {
@@ -310,7 +329,12 @@ impl Proxy {
     }
 
     /// Serves one accepted client connection.
-    pub async fn serve_client(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, permit: Arc<tokio::sync::OwnedSemaphorePermit>) {
+    pub async fn serve_client(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let _ = stream.set_nodelay(true);
         let last = Arc::new(AtomicU64::new(now_ms()));
         let io = TokioIo::new(Tracked { inner: stream, last: last.clone() });
@@ -348,7 +372,8 @@ impl Proxy {
                 Some((h, Some(p))) => (h, p),
                 _ => return self.deny(&live, &auth, "CONNECT", "", "CONNECT target must be host:port"),
             };
-            let facts = RequestFacts { via: Via::Connect, host: &host, port, sni: None, authorities: &[], request: None };
+            let facts =
+                RequestFacts { via: Via::Connect, host: &host, port, sni: None, authorities: &[], request: None };
             match decide(&live.routes, &facts) {
                 Decision::Deny(d) => return self.deny(&live, &host, "CONNECT", "", &d.to_string()),
                 Decision::Allow { .. } => {}
@@ -384,7 +409,13 @@ impl Proxy {
             }
             _ => {
                 let path = uri.path().to_string();
-                self.deny(&live, "", req.method().as_str(), &path, "not a proxy request (expected CONNECT or an absolute http:// URI)")
+                self.deny(
+                    &live,
+                    "",
+                    req.method().as_str(),
+                    &path,
+                    "not a proxy request (expected CONNECT or an absolute http:// URI)",
+                )
             }
         }
     }
@@ -421,7 +452,14 @@ impl Proxy {
             let start = match tokio::time::timeout(self.limits.header_timeout, acceptor).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    self.audit(&live, Event::Deny, &host, "CONNECT", "", &format!("bad TLS ClientHello in tunnel: {e}"));
+                    self.audit(
+                        &live,
+                        Event::Deny,
+                        &host,
+                        "CONNECT",
+                        "",
+                        &format!("bad TLS ClientHello in tunnel: {e}"),
+                    );
                     return;
                 }
                 Err(_) => return tracing::debug!(%host, "tunnel: TLS ClientHello timed out"),
@@ -506,14 +544,19 @@ impl Proxy {
         };
         let route_idx = match decide(&live.routes, &facts) {
             Decision::Allow { route } => route,
-            Decision::Deny(d) => return self.deny(&live, &target.host, &method, &path, &d.to_string()),
+            Decision::Deny(d) => {
+                let resp = self.deny(&live, &target.host, &method, &path, &d.to_string());
+                drain(req.into_body()).await;
+                return resp;
+            }
         };
         let route = &live.routes.routes[route_idx];
         let ws = is_ws_upgrade(&req);
         let inbound_upgrade = ws.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, incoming) = req.into_parts();
-        let ws_headers = ws.then(|| (parts.headers.get(header::UPGRADE).cloned(), parts.headers.get(header::CONNECTION).cloned()));
+        let ws_headers =
+            ws.then(|| (parts.headers.get(header::UPGRADE).cloned(), parts.headers.get(header::CONNECTION).cloned()));
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         parts.headers.remove(header::PROXY_AUTHORIZATION);
@@ -592,10 +635,17 @@ impl Proxy {
                     }
                     DlpAction::Redact => {
                         if insp.url.iter().any(|h| h.end == 0) {
-                            return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (host cannot be redacted)"));
+                            return self.deny(
+                                &live,
+                                &target.host,
+                                &method,
+                                &audit_path,
+                                &format!("dlp: {summary} (host cannot be redacted)"),
+                            );
                         }
                         if !insp.url.is_empty() {
-                            pq = String::from_utf8_lossy(&dlp::redact(pq.as_bytes(), &insp.url, b"%5BREDACTED%5D")).into_owned();
+                            pq = String::from_utf8_lossy(&dlp::redact(pq.as_bytes(), &insp.url, b"%5BREDACTED%5D"))
+                                .into_owned();
                         }
                         for (name, idx, hits) in &insp.headers {
                             let values: Vec<HeaderValue> = parts.headers.get_all(name).iter().cloned().collect();
@@ -616,12 +666,25 @@ impl Proxy {
                             parts.headers.remove(header::CONTENT_ENCODING);
                             body_bytes = Bytes::from(red);
                         }
-                        self.audit(&live, Event::Redact, &target.host, &method, &audit_path, &format!("dlp: {summary}"));
+                        self.audit(
+                            &live,
+                            Event::Redact,
+                            &target.host,
+                            &method,
+                            &audit_path,
+                            &format!("dlp: {summary}"),
+                        );
                     }
                     DlpAction::Supervise => {
                         held = true;
                         let Some(queue) = &self.queue else {
-                            return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (supervise: no queue configured)"));
+                            return self.deny(
+                                &live,
+                                &target.host,
+                                &method,
+                                &audit_path,
+                                &format!("dlp: {summary} (supervise: no queue configured)"),
+                            );
                         };
                         let args = serde_json::json!({
                             "host": target.host, "port": target.port, "method": method, "path": audit_path,
@@ -631,23 +694,61 @@ impl Proxy {
                             Ok(r) => r,
                             Err(e) => {
                                 tracing::error!("filing a supervise request: {e}");
-                                return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (supervise: cannot file the request)"));
+                                return self.deny(
+                                    &live,
+                                    &target.host,
+                                    &method,
+                                    &audit_path,
+                                    &format!("dlp: {summary} (supervise: cannot file the request)"),
+                                );
                             }
                         };
-                        self.audit(&live, Event::Hold, &target.host, &method, &audit_path, &format!("dlp: {summary} (held as {})", filed.id));
+                        self.audit(
+                            &live,
+                            Event::Hold,
+                            &target.host,
+                            &method,
+                            &audit_path,
+                            &format!("dlp: {summary} (held as {})", filed.id),
+                        );
                         match queue.wait(&filed.id, self.limits.supervise_timeout).await {
                             Ok(Some(r)) if r.status.is_yes() => {
-                                self.audit(&live, Event::Allow, &target.host, &method, &audit_path, &format!("operator approved {}", filed.id));
+                                self.audit(
+                                    &live,
+                                    Event::Allow,
+                                    &target.host,
+                                    &method,
+                                    &audit_path,
+                                    &format!("operator approved {}", filed.id),
+                                );
                             }
                             Ok(Some(_)) => {
-                                return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (operator rejected {})", filed.id));
+                                return self.deny(
+                                    &live,
+                                    &target.host,
+                                    &method,
+                                    &audit_path,
+                                    &format!("dlp: {summary} (operator rejected {})", filed.id),
+                                );
                             }
                             Ok(None) => {
-                                return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (no operator answer for {} in time)", filed.id));
+                                return self.deny(
+                                    &live,
+                                    &target.host,
+                                    &method,
+                                    &audit_path,
+                                    &format!("dlp: {summary} (no operator answer for {} in time)", filed.id),
+                                );
                             }
                             Err(e) => {
                                 tracing::error!("reading the operator's answer: {e}");
-                                return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary} (unreadable answer for {})", filed.id));
+                                return self.deny(
+                                    &live,
+                                    &target.host,
+                                    &method,
+                                    &audit_path,
+                                    &format!("dlp: {summary} (unreadable answer for {})", filed.id),
+                                );
                             }
                         }
                     }
@@ -668,8 +769,7 @@ impl Proxy {
         let scheme = if target.https { "https" } else { "http" };
         let host_part = if target.host.contains(':') { format!("[{}]", target.host) } else { target.host.clone() };
         let default_port = if target.https { 443 } else { 80 };
-        let authority =
-            if target.port == default_port { host_part } else { format!("{host_part}:{}", target.port) };
+        let authority = if target.port == default_port { host_part } else { format!("{host_part}:{}", target.port) };
         parts.uri = match Uri::try_from(format!("{scheme}://{authority}{pq}")) {
             Ok(u) => u,
             Err(e) => return self.deny(&live, &target.host, &method, &path, &format!("cannot rebuild the URI: {e}")),
@@ -713,6 +813,15 @@ impl Proxy {
     }
 }
 
+/// Reads and discards (bounded in size and time) a body that will not be forwarded, so the
+/// client sees a clean 403 rather than a reset stream mid-upload.
+async fn drain(b: Incoming) {
+    if b.is_end_stream() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), body::collect(b, 1 << 20)).await;
+}
+
 fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -729,7 +838,8 @@ fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> Response
 fn inject(route: &Route, live: &Live, headers: &mut HeaderMap) {
     let Some(a) = &route.auth else { return };
     let Some(token) = live.tokens.get(&a.token_env) else { return };
-    let value = if a.scheme.is_empty() { token.expose().to_string() } else { format!("{} {}", a.scheme, token.expose()) };
+    let value =
+        if a.scheme.is_empty() { token.expose().to_string() } else { format!("{} {}", a.scheme, token.expose()) };
     if let (Ok(name), Ok(mut v)) = (HeaderName::from_bytes(a.header.as_bytes()), HeaderValue::from_str(&value)) {
         v.set_sensitive(true);
         headers.insert(name, v);

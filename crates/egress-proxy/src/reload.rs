@@ -11,6 +11,7 @@ use common::Secret;
 use common::formats::Routes;
 use sha2::{Digest, Sha256};
 
+use crate::config::EnvFn;
 use crate::proxy::Proxy;
 
 pub const POLL: Duration = Duration::from_millis(250);
@@ -24,10 +25,10 @@ pub enum Outcome {
 }
 
 /// Loads routes and their tokens from `path`, or says why not.
-pub fn load(path: &Path) -> Result<(Routes, std::collections::HashMap<String, Secret>), String> {
+pub fn load(path: &Path, env: &EnvFn) -> Result<(Routes, std::collections::HashMap<String, Secret>), String> {
     let routes = Routes::load(path).map_err(|e| e.to_string())?;
-    let env = |k: &str| std::env::var(k).ok();
-    let tokens = crate::config::read_tokens(&routes, &env).map_err(|ps| format!("{}: {}", path.display(), ps.join("; ")))?;
+    let tokens =
+        crate::config::read_tokens(&routes, &**env).map_err(|ps| format!("{}: {}", path.display(), ps.join("; ")))?;
     Ok((routes, tokens))
 }
 
@@ -36,7 +37,14 @@ fn hash(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// One check: reloads when the content differs from `last` (or `force`).
-pub fn check(proxy: &Proxy, path: &Path, extra: &[Secret], last: &mut Option<[u8; 32]>, force: bool) -> Outcome {
+pub fn check(
+    proxy: &Proxy,
+    path: &Path,
+    extra: &[Secret],
+    env: &EnvFn,
+    last: &mut Option<[u8; 32]>,
+    force: bool,
+) -> Outcome {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -55,7 +63,7 @@ pub fn check(proxy: &Proxy, path: &Path, extra: &[Secret], last: &mut Option<[u8
         return Outcome::Unchanged;
     }
     *last = Some(h);
-    match load(path) {
+    match load(path, env) {
         Ok((routes, tokens)) => {
             let n = routes.routes.len();
             *proxy.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(crate::live(routes, tokens, extra));
@@ -69,12 +77,22 @@ pub fn check(proxy: &Proxy, path: &Path, extra: &[Secret], last: &mut Option<[u8
     }
 }
 
-/// Runs forever: polls `path` and listens for SIGHUP.
-pub async fn watch(proxy: Arc<Proxy>, path: PathBuf, extra: Vec<Secret>) {
-    let mut last = std::fs::read(&path).ok().map(|b| hash(&b));
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+/// Starts listening for SIGHUP (must run inside a tokio runtime).
+pub fn hangup() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| tracing::error!("cannot listen for SIGHUP: {e}"))
-        .ok();
+        .ok()
+}
+
+/// Runs forever: polls `path` and listens for SIGHUP.
+pub async fn watch(
+    proxy: Arc<Proxy>,
+    path: PathBuf,
+    extra: Vec<Secret>,
+    env: EnvFn,
+    mut hup: Option<tokio::signal::unix::Signal>,
+) {
+    let mut last = std::fs::read(&path).ok().map(|b| hash(&b));
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -85,6 +103,6 @@ pub async fn watch(proxy: Arc<Proxy>, path: PathBuf, extra: Vec<Secret>) {
                 true
             }
         };
-        check(&proxy, &path, &extra, &mut last, force);
+        check(&proxy, &path, &extra, &env, &mut last, force);
     }
 }

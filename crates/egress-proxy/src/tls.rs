@@ -62,8 +62,10 @@ impl Mint {
             .next()
             .and_then(Result::ok)
             .ok_or_else(|| TlsError::Bad { path: cert.to_path_buf(), what: "no PEM certificate found".into() })?;
-        let issuer = Issuer::from_ca_cert_der(&ca_der, ca_key)
-            .map_err(|e| TlsError::Bad { path: cert.to_path_buf(), what: format!("not a usable CA certificate: {e}") })?;
+        let issuer = Issuer::from_ca_cert_der(&ca_der, ca_key).map_err(|e| TlsError::Bad {
+            path: cert.to_path_buf(),
+            what: format!("not a usable CA certificate: {e}"),
+        })?;
         let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| TlsError::Mint { host: "(leaf key)".into(), what: e.to_string() })?;
         let mint = Mint { issuer, ca_der, leaf_key, cache: Mutex::new(HashMap::new()) };

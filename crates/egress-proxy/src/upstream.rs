@@ -39,6 +39,7 @@ pub struct Connector {
 }
 
 /// A connection to an upstream, plain or TLS.
+#[allow(clippy::large_enum_variant)] // one per upstream connection; boxing buys nothing
 pub enum UpstreamIo {
     Plain(TokioIo<TcpStream>),
     Tls(TokioIo<TlsStream<TcpStream>>, bool),
@@ -55,7 +56,11 @@ impl Connection for UpstreamIo {
 }
 
 impl hyper::rt::Read for UpstreamIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamIo::Tls(s, _) => Pin::new(s).poll_read(cx, buf),
@@ -131,7 +136,9 @@ impl Connector {
                     break;
                 }
                 Ok(Err(e)) => last = io::Error::new(e.kind(), format!("connecting to {host} ({addr}): {e}")),
-                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {host} ({addr}): timed out")),
+                Err(_) => {
+                    last = io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {host} ({addr}): timed out"))
+                }
             }
         }
         let stream = stream.ok_or(last)?;

@@ -1,0 +1,9 @@
+//! egress-proxy integration tests: real clients (curl and a Rust hyper/rustls client) through
+//! the real proxy to real HTTPS upstreams on loopback that record what they receive. Every
+//! denial also asserts the upstream received nothing.
+
+mod binary;
+mod dlp;
+mod policy;
+mod reload;
+mod support;
