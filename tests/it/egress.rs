@@ -1,1 +1,204 @@
-//! In-image tests: egress.
+//! In-image tests: egress-proxy inside the real sidecar image, routes directory bind-mounted
+//! read-only. A host-side rewrite of routes.json (atomic rename, as the orchestrator does it)
+//! takes effect live, and an allowed request goes all the way through the bumped TLS to a real
+//! HTTPS upstream on the host (`openssl s_server`, trusted via EGRESS_UPSTREAM_CA, reached via
+//! EGRESS_RESOLVE).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tests::{Container, chown_for_bundle, docker_available, sidecar_image};
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA (`name`.crt/.key) in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
+    ]);
+}
+
+/// Runs curl through the proxy; returns (http_code, http_connect, body).
+fn curl(proxy: SocketAddr, ca: &Path, url: &str) -> (String, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code} %{http_connect}", "-x", &format!("http://{proxy}")])
+        .arg("--cacert")
+        .arg(ca)
+        .arg(url)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, codes) = s.rsplit_once('\n').unwrap_or(("", &s));
+    let (code, connect) = codes.split_once(' ').unwrap_or((codes, ""));
+    (code.to_string(), connect.to_string(), body.to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn routes_rewritten_on_the_host_take_effect_in_the_image() {
+    if !docker_available() {
+        return;
+    }
+    let image = sidecar_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let ca = root.join("ca");
+    std::fs::create_dir(&ca).unwrap();
+    make_ca(&ca, "ca");
+    chown_for_bundle(&ca);
+    let egress = root.join("egress");
+    std::fs::create_dir(&egress).unwrap();
+
+    // A real HTTPS upstream on the host, with a cert for up.test from its own CA.
+    let up = root.join("up");
+    std::fs::create_dir(&up).unwrap();
+    make_ca(&up, "upca");
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=up.test",
+        "-keyout",
+        up.join("leaf.key").to_str().unwrap(),
+        "-out",
+        up.join("leaf.csr").to_str().unwrap(),
+    ]);
+    std::fs::write(up.join("ext"), "subjectAltName=DNS:up.test\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        up.join("leaf.csr").to_str().unwrap(),
+        "-CA",
+        up.join("upca.crt").to_str().unwrap(),
+        "-CAkey",
+        up.join("upca.key").to_str().unwrap(),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        up.join("ext").to_str().unwrap(),
+        "-out",
+        up.join("leaf.crt").to_str().unwrap(),
+    ]);
+    std::fs::copy(up.join("upca.crt"), egress.join("upstream-ca.pem")).unwrap();
+    let port = free_port();
+    let _server = Server(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &format!("0.0.0.0:{port}")])
+            .arg("-cert")
+            .arg(up.join("leaf.crt"))
+            .arg("-key")
+            .arg(up.join("leaf.key"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let gateway = Command::new("docker")
+        .args(["network", "inspect", "bridge", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"])
+        .output()
+        .unwrap();
+    let gateway = String::from_utf8_lossy(&gateway.stdout).trim().to_string();
+    assert!(!gateway.is_empty(), "no gateway on the default bridge");
+
+    let routes = egress.join("routes.json");
+    std::fs::write(&routes, r#"{"version":1,"routes":[{"host":"example.invalid"}]}"#).unwrap();
+    let mount = |host: &Path, target: &str| format!("{}:{target}:ro", host.display());
+    let c = Container::run(&[
+        "-e",
+        "BUNDLE_DAEMONS=egress",
+        "-e",
+        "BOT_BOTTLE_BOTTLE=it-egress",
+        "-e",
+        &format!("EGRESS_RESOLVE=up.test={gateway}"),
+        "-e",
+        "EGRESS_UPSTREAM_CA=/etc/bot-bottle/egress/upstream-ca.pem",
+        "-e",
+        "EGRESS_TOKEN_0=tok-in-image-0123456789abcdef",
+        "-v",
+        &mount(&ca, "/etc/bot-bottle/ca"),
+        "-v",
+        &mount(&egress, "/etc/bot-bottle/egress"),
+        "-p",
+        "127.0.0.1::9099",
+        &image,
+    ]);
+    c.wait_for_log("[egress] listening on 0.0.0.0:9099");
+    let proxy = c.host_port(9099);
+    let bottle_ca = ca.join("ca.crt");
+    let url = format!("https://up.test:{port}/");
+
+    let (_, connect, _) = curl(proxy, &bottle_ca, &url);
+    assert_eq!(connect, "403", "up.test is not routed yet:\n{}", c.logs());
+
+    // The orchestrator's way: write a temp file and rename it over routes.json.
+    let new = format!(
+        r#"{{"version":1,"routes":[{{"host":"up.test","port":{port},"auth":{{"token_env":"EGRESS_TOKEN_0"}}}}]}}"#
+    );
+    common::atomic::write(&routes, new.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (code, body) = loop {
+        let (code, connect, body) = curl(proxy, &bottle_ca, &url);
+        if connect == "200" {
+            break (code, body);
+        }
+        assert!(Instant::now() < deadline, "routes rewrite never took effect:\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, "200", "through the bumped TLS to the host upstream: {body}\n{}", c.logs());
+    // `openssl s_server -www` answers with its status page.
+    assert!(body.contains("Ciphers supported in s_server binary"), "{body}");
+    let (_, listed, routes_json) = curl(proxy, &bottle_ca, "http://_egress.local/routes");
+    assert!(routes_json.contains("up.test") && !routes_json.contains("tok-in-image"), "{listed} {routes_json}");
+
+    // A broken rewrite keeps the last good routes.
+    std::fs::write(&routes, b"{ not json").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, _, _) = curl(proxy, &bottle_ca, &url);
+    assert_eq!(code, "200", "{}", c.logs());
+    assert!(c.logs().contains("ROUTES RELOAD REJECTED"), "{}", c.logs());
+
+    c.signal("TERM");
+    assert_eq!(c.wait_exit(Duration::from_secs(30)), 0, "{}", c.logs());
+}
