@@ -1,5 +1,587 @@
-//! Benchmark (being built).
+//! `cargo xtask bench egress`: requests/s and p50/p99 latency, side by side in one run, on
+//! loopback against an nginx TLS upstream, for (a) direct HTTPS, (b) through egress-proxy
+//! (release build, token injection + DLP on), (c) through mitmproxy 12 with a small allowlist +
+//! header-injection addon, (d) nginx as a TLS-terminating reverse proxy (double TLS, the
+//! practical limit on this box); keep-alive and a new connection per request; 1 and 64 clients;
+//! plus egress-proxy's peak RSS. `--soak` instead runs 100k requests over 256 keep-alive
+//! connections through egress-proxy and reports errors and RSS as it goes.
+//!
+//! The load generator is in here (hyper + rustls, HTTP/1.1), bounded by a request count and a
+//! time limit per scenario. Certificates come from the `openssl` CLI.
 
-pub fn run(_args: Vec<String>) -> anyhow::Result<()> {
-    anyhow::bail!("this benchmark is not built yet")
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "bench-token-0123456789abcdef0123";
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "bench egress")]
+struct Opts {
+    /// Seconds per scenario (upper bound).
+    #[arg(long, default_value_t = 4)]
+    secs: u64,
+    /// Requests per scenario (upper bound).
+    #[arg(long, default_value_t = 50_000)]
+    requests: u64,
+    /// Skip mitmproxy (it needs a Python 3.12 venv).
+    #[arg(long)]
+    no_mitm: bool,
+    /// Soak instead: 100k requests over 256 keep-alive connections through egress-proxy.
+    #[arg(long)]
+    soak: bool,
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sh(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn openssl(args: &[&str]) -> anyhow::Result<()> {
+    sh(Command::new("openssl").args(args)).map(|_| ())
+}
+
+/// CA `name`.crt/.key in `dir`.
+fn ca(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let p = |s: &str| dir.join(format!("{name}.{s}")).display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-keyout",
+        &p("key"),
+        "-out",
+        &p("crt"),
+    ])
+}
+
+/// Leaf `name`.crt/.key for 127.0.0.1 signed by CA `by`.
+fn leaf(dir: &Path, name: &str, by: &str) -> anyhow::Result<()> {
+    let p = |n: &str, s: &str| dir.join(format!("{n}.{s}")).display().to_string();
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &p(name, "key"),
+        "-out",
+        &p(name, "csr"),
+    ])?;
+    std::fs::write(dir.join(format!("{name}.ext")), "subjectAltName=IP:127.0.0.1,DNS:up.test\n")?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(name, "csr"),
+        "-CA",
+        &p(by, "crt"),
+        "-CAkey",
+        &p(by, "key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p(name, "ext"),
+        "-out",
+        &p(name, "crt"),
+    ])
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not start listening on port {port}")
+}
+
+fn nginx(dir: &Path, name: &str, server: &str) -> anyhow::Result<Proc> {
+    let conf = dir.join(format!("{name}.conf"));
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes auto; pid {d}/{name}.pid; error_log {d}/{name}.err warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 60s;\n\
+               client_body_temp_path {d}/{name}-body; proxy_temp_path {d}/{name}-proxy;\n\
+               fastcgi_temp_path {d}/{name}-fcgi; uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n\
+               ssl_session_cache shared:{name}:10m;\n\
+               {server} }}\n"
+        ),
+    )?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx (apt install nginx)")?;
+    Ok(Proc(child))
+}
+
+/// How the load generator reaches the upstream.
+#[derive(Clone)]
+struct Target {
+    /// Where the TCP connection goes.
+    addr: SocketAddr,
+    /// `CONNECT` this authority first (forward proxies).
+    connect: Option<String>,
+    tls: tokio_rustls::TlsConnector,
+    sni: ServerName<'static>,
+    host: String,
+}
+
+fn client_tls(ca_pems: &[PathBuf]) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for p in ca_pems {
+        let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        for c in rustls_pemfile::certs(&mut &pem[..]) {
+            roots.add(c?)?;
+        }
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn open(t: &Target) -> anyhow::Result<Sender> {
+    let mut tcp = TcpStream::connect(t.addr).await?;
+    tcp.set_nodelay(true)?;
+    if let Some(auth) = &t.connect {
+        tcp.write_all(format!("CONNECT {auth} HTTP/1.1\r\nHost: {auth}\r\n\r\n").as_bytes()).await?;
+        let mut head = Vec::with_capacity(128);
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if tcp.read(&mut b).await? == 0 {
+                bail!("proxy closed during CONNECT");
+            }
+            head.push(b[0]);
+        }
+        if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
+            bail!("CONNECT refused: {}", String::from_utf8_lossy(&head));
+        }
+    }
+    let tls = t.tls.connect(t.sni.clone(), tcp).await?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+async fn one(send: &mut Sender, t: &Target) -> anyhow::Result<()> {
+    send.ready().await?;
+    let req = http::Request::builder()
+        .uri("/bench")
+        .header("host", &t.host)
+        .header("authorization", "Bearer agent-placeholder")
+        .body(Empty::new())?;
+    let resp = send.send_request(req).await?;
+    let status = resp.status();
+    resp.into_body().collect().await?;
+    if status != 200 {
+        bail!("status {status}");
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Stats {
+    ok: u64,
+    errors: u64,
+    secs: f64,
+    lat_us: Vec<u32>,
+    first_error: Option<String>,
+}
+
+impl Stats {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.lat_us[i]) / 1000.0
+    }
+}
+
+async fn load(t: &Target, clients: usize, keepalive: bool, secs: u64, max: u64) -> Stats {
+    let budget = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let t = t.clone();
+        let budget = budget.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = Stats::default();
+            let mut conn: Option<Sender> = None;
+            while budget.fetch_add(1, Ordering::Relaxed) < max && Instant::now() < deadline {
+                let t0 = Instant::now();
+                let r = async {
+                    let mut c = match conn.take() {
+                        Some(c) => c,
+                        None => open(&t).await?,
+                    };
+                    one(&mut c, &t).await?;
+                    if keepalive {
+                        conn = Some(c);
+                    }
+                    anyhow::Ok(())
+                }
+                .await;
+                match r {
+                    Ok(()) => {
+                        s.ok += 1;
+                        s.lat_us.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    }
+                    Err(e) => {
+                        s.errors += 1;
+                        s.first_error.get_or_insert_with(|| format!("{e:#}"));
+                        conn = None;
+                    }
+                }
+            }
+            s
+        }));
+    }
+    let mut all = Stats::default();
+    for task in tasks {
+        if let Ok(s) = task.await {
+            all.ok += s.ok;
+            all.errors += s.errors;
+            all.lat_us.extend(s.lat_us);
+            if all.first_error.is_none() {
+                all.first_error = s.first_error;
+            }
+        }
+    }
+    all.secs = start.elapsed().as_secs_f64();
+    all.lat_us.sort_unstable();
+    all
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).to_path_buf()
+}
+
+pub fn run(args: Vec<String>) -> anyhow::Result<()> {
+    let opts = <Opts as clap::Parser>::try_parse_from(std::iter::once("bench-egress".to_string()).chain(args))?;
+    let root = workspace_root();
+    eprintln!("building egress-proxy (release)...");
+    sh(Command::new("cargo").current_dir(&root).args(["build", "--release", "-q", "-p", "egress-proxy"]))?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let proxy_bin = target_dir.join("release/egress-proxy");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(bench(opts, proxy_bin, root))
+}
+
+async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    ca(dir, "upca")?;
+    leaf(dir, "up", "upca")?;
+    ca(dir, "bottle")?;
+    leaf(dir, "rp", "bottle")?;
+    let d = dir.display();
+
+    // The upstream: nginx TLS, a tiny fixed answer.
+    let up_port = free_port()?;
+    let _up = nginx(
+        dir,
+        "upstream",
+        &format!(
+            "server {{ listen 127.0.0.1:{up_port} ssl; ssl_certificate {d}/up.crt; ssl_certificate_key {d}/up.key;\n\
+             location / {{ return 200 \"ok\\n\"; }} }}"
+        ),
+    )?;
+    // (d) nginx TLS-terminating reverse proxy to the same upstream, verifying it.
+    let rp_port = free_port()?;
+    let _rp = nginx(
+        dir,
+        "rproxy",
+        &format!(
+            "upstream up {{ server 127.0.0.1:{up_port}; keepalive 128; }}\n\
+             server {{ listen 127.0.0.1:{rp_port} ssl; ssl_certificate {d}/rp.crt; ssl_certificate_key {d}/rp.key;\n\
+             location / {{ proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+               proxy_set_header Authorization \"Bearer {TOKEN}\";\n\
+               proxy_ssl_verify on; proxy_ssl_trusted_certificate {d}/upca.crt; proxy_ssl_name up.test;\n\
+               proxy_ssl_session_reuse on; }} }}"
+        ),
+    )?;
+    // (b) egress-proxy: one route with token injection; DLP on (the default).
+    let eg_port = free_port()?;
+    std::fs::create_dir(dir.join("egress"))?;
+    std::fs::write(
+        dir.join("egress/routes.json"),
+        format!(
+            r#"{{"version":1,"routes":[{{"host":"127.0.0.1","port":{up_port},"auth":{{"token_env":"EGRESS_TOKEN_0"}}}}]}}"#
+        ),
+    )?;
+    let eg = Proc(
+        Command::new(&proxy_bin)
+            .arg(format!("--listen=127.0.0.1:{eg_port}"))
+            .arg(format!("--routes={d}/egress/routes.json"))
+            .arg(format!("--ca-cert={d}/bottle.crt"))
+            .arg(format!("--ca-key={d}/bottle.key"))
+            .arg(format!("--upstream-ca={d}/upca.crt"))
+            .arg(format!("--audit-log={d}/audit.jsonl"))
+            .env("EGRESS_TOKEN_0", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting egress-proxy")?,
+    );
+    let eg_pid = eg.0.id();
+    // (c) mitmproxy 12 with an allowlist + injection addon.
+    let mitm = if opts.no_mitm || opts.soak {
+        None
+    } else {
+        let bin = sh(Command::new(root.join("scripts/venv")).args(["bench-mitm", "3.12", "mitmproxy==12.*"]))?;
+        let port = free_port()?;
+        std::fs::write(
+            dir.join("addon.py"),
+            format!(
+                "from mitmproxy import http\n\
+                 ALLOWED = {{('127.0.0.1', {up_port})}}\n\
+                 def request(flow: http.HTTPFlow) -> None:\n\
+                 \x20   if (flow.request.host, flow.request.port) not in ALLOWED:\n\
+                 \x20       flow.response = http.Response.make(403, b'blocked', {{'content-type': 'text/plain'}})\n\
+                 \x20       return\n\
+                 \x20   flow.request.headers.pop('proxy-authorization', None)\n\
+                 \x20   flow.request.headers['authorization'] = 'Bearer {TOKEN}'\n"
+            ),
+        )?;
+        std::fs::create_dir(dir.join("mitm"))?;
+        let child = Command::new(Path::new(bin.trim()).join("mitmdump"))
+            .args(["-q", "--listen-host", "127.0.0.1", "--listen-port", &port.to_string()])
+            .args([
+                "--set",
+                &format!("confdir={d}/mitm"),
+                "--set",
+                &format!("ssl_verify_upstream_trusted_ca={d}/upca.crt"),
+            ])
+            .args(["-s", &format!("{d}/addon.py")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mitmdump")?;
+        Some((Proc(child), port))
+    };
+    wait_port(up_port, "nginx upstream").await?;
+    wait_port(rp_port, "nginx reverse proxy").await?;
+    wait_port(eg_port, "egress-proxy").await?;
+    let authority = format!("127.0.0.1:{up_port}");
+    let sni = ServerName::try_from("127.0.0.1")?.to_owned();
+    let mut targets: Vec<(&str, Target)> = vec![
+        (
+            "direct",
+            Target {
+                addr: authority.parse()?,
+                connect: None,
+                tls: client_tls(&[dir.join("upca.crt")])?,
+                sni: sni.clone(),
+                host: authority.clone(),
+            },
+        ),
+        (
+            "egress-proxy",
+            Target {
+                addr: format!("127.0.0.1:{eg_port}").parse()?,
+                connect: Some(authority.clone()),
+                tls: client_tls(&[dir.join("bottle.crt")])?,
+                sni: sni.clone(),
+                host: authority.clone(),
+            },
+        ),
+    ];
+    if let Some((_, port)) = &mitm {
+        wait_port(*port, "mitmdump").await?;
+        let ca = dir.join("mitm/mitmproxy-ca-cert.pem");
+        for _ in 0..100 {
+            if ca.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        targets.push((
+            "mitmproxy 12",
+            Target {
+                addr: format!("127.0.0.1:{port}").parse()?,
+                connect: Some(authority.clone()),
+                tls: client_tls(&[ca])?,
+                sni: sni.clone(),
+                host: authority.clone(),
+            },
+        ));
+    }
+    targets.push((
+        "nginx double-TLS",
+        Target {
+            addr: format!("127.0.0.1:{rp_port}").parse()?,
+            connect: None,
+            tls: client_tls(&[dir.join("bottle.crt")])?,
+            sni: sni.clone(),
+            host: format!("127.0.0.1:{rp_port}"),
+        },
+    ));
+    // Sanity: every contender answers 200 before measuring.
+    for (name, t) in &targets {
+        let mut s = open(t).await.with_context(|| format!("{name}: first connection"))?;
+        one(&mut s, t).await.with_context(|| format!("{name}: first request"))?;
+    }
+
+    if opts.soak {
+        return soak(&targets[1].1, eg_pid).await;
+    }
+
+    println!(
+        "egress bench: {} s / {} requests max per scenario; HTTP/1.1 GET, 3-byte answer; loopback, {} CPUs",
+        opts.secs,
+        opts.requests,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<18} {:>7} {:>10} {:>10} {:>9} {:>9} {:>7}",
+        "contender", "clients", "conn", "req/s", "p50 ms", "p99 ms", "errors"
+    );
+    let mut table: Vec<(String, usize, bool, f64, f64)> = Vec::new();
+    for (keepalive, clients) in [(true, 64), (true, 1), (false, 64), (false, 1)] {
+        for (name, t) in &targets {
+            let s = load(t, clients, keepalive, opts.secs, opts.requests).await;
+            println!(
+                "{:<18} {:>7} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>7}{}",
+                name,
+                clients,
+                if keepalive { "keep-alive" } else { "new" },
+                s.rps(),
+                s.pct(0.5),
+                s.pct(0.99),
+                s.errors,
+                s.first_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
+            );
+            table.push((name.to_string(), clients, keepalive, s.rps(), s.pct(0.5)));
+        }
+    }
+    let get = |n: &str, c: usize, k: bool| table.iter().find(|r| r.0 == n && r.1 == c && r.2 == k).map(|r| (r.3, r.4));
+    println!();
+    for (k, label) in [(true, "keep-alive"), (false, "new connection")] {
+        if let (Some(eg), Some(ng)) = (get("egress-proxy", 64, k), get("nginx double-TLS", 64, k)) {
+            print!("{label}, 64 clients: egress-proxy / nginx double-TLS = {:.2}x", eg.0 / ng.0);
+            if let Some(m) = get("mitmproxy 12", 64, k) {
+                print!("; egress-proxy / mitmproxy = {:.1}x", eg.0 / m.0);
+            }
+            println!();
+        }
+        if let (Some(eg), Some(dr), Some(ng)) =
+            (get("egress-proxy", 1, k), get("direct", 1, k), get("nginx double-TLS", 1, k))
+        {
+            println!(
+                "{label}, 1 client: added p50 vs direct: egress-proxy {:+.3} ms, nginx double-TLS {:+.3} ms",
+                eg.1 - dr.1,
+                ng.1 - dr.1
+            );
+        }
+    }
+    println!("egress-proxy peak RSS: {:.1} MB", rss_kb(eg_pid, "VmHWM:") as f64 / 1024.0);
+    drop(eg);
+    Ok(())
+}
+
+async fn soak(t: &Target, pid: u32) -> anyhow::Result<()> {
+    const TOTAL: u64 = 100_000;
+    const CONNS: usize = 256;
+    println!("soak: {TOTAL} requests over {CONNS} keep-alive connections through egress-proxy");
+    println!("{:>8} {:>10} {:>8} {:>10}", "batch", "req/s", "errors", "RSS MB");
+    let mut total_err = 0;
+    let mut rss = Vec::new();
+    for batch in 1..=4 {
+        let s = load(t, CONNS, true, 600, TOTAL / 4).await;
+        total_err += s.errors;
+        let now = rss_kb(pid, "VmRSS:") as f64 / 1024.0;
+        rss.push(now);
+        println!(
+            "{:>8} {:>10.0} {:>8} {:>10.1}{}",
+            batch,
+            s.rps(),
+            s.errors,
+            now,
+            s.first_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
+        );
+    }
+    println!(
+        "soak: {} errors; RSS after each quarter {:?} MB; peak {:.1} MB",
+        total_err,
+        rss.iter().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        rss_kb(pid, "VmHWM:") as f64 / 1024.0
+    );
+    if total_err > 0 {
+        bail!("soak had {total_err} errors");
+    }
+    Ok(())
 }
