@@ -1,8 +1,8 @@
 //! In-image tests: egress-proxy inside the real sidecar image, routes directory bind-mounted
 //! read-only. A host-side rewrite of routes.json (atomic rename, as the orchestrator does it)
 //! takes effect live, and an allowed request goes all the way through the bumped TLS to a real
-//! HTTPS upstream on the host (`openssl s_server`, trusted via EGRESS_UPSTREAM_CA, reached via
-//! EGRESS_RESOLVE).
+//! HTTPS upstream on the host (`openssl s_server`, trusted via EGRESS_UPSTREAM_CA, reached as
+//! `up.test` through `--add-host up.test:host-gateway` and the system resolver).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -135,12 +135,6 @@ fn routes_rewritten_on_the_host_take_effect_in_the_image() {
             .spawn()
             .unwrap(),
     );
-    let gateway = Command::new("docker")
-        .args(["network", "inspect", "bridge", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"])
-        .output()
-        .unwrap();
-    let gateway = String::from_utf8_lossy(&gateway.stdout).trim().to_string();
-    assert!(!gateway.is_empty(), "no gateway on the default bridge");
 
     let routes = egress.join("routes.json");
     std::fs::write(&routes, r#"{"version":1,"routes":[{"host":"example.invalid"}]}"#).unwrap();
@@ -150,8 +144,8 @@ fn routes_rewritten_on_the_host_take_effect_in_the_image() {
         "BUNDLE_DAEMONS=egress",
         "-e",
         "BOT_BOTTLE_BOTTLE=it-egress",
-        "-e",
-        &format!("EGRESS_RESOLVE=up.test={gateway}"),
+        "--add-host",
+        "up.test:host-gateway",
         "-e",
         "EGRESS_UPSTREAM_CA=/etc/bot-bottle/egress/upstream-ca.pem",
         "-e",

@@ -9,6 +9,8 @@
 //! The load generator is in here (hyper + rustls, HTTP/1.1), bounded by a request count and a
 //! time limit per scenario. Certificates come from the `openssl` CLI.
 
+#![allow(clippy::print_stdout)] // a benchmark prints its table
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

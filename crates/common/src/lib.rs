@@ -9,6 +9,7 @@ pub mod consts;
 pub mod daemon;
 pub mod formats;
 pub mod queue;
+pub mod scan;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,0 +1,191 @@
+//! Exact secret values (the tokens a bottle holds) and their common encodings.
+//!
+//! Each value becomes needles: raw; lower- and upper-case hex; percent-encoded (RFC 3986
+//! unreserved characters kept, upper- and lower-case escapes, and `+` for space); base64
+//! standard and URL-safe, for each of the three alignments the value can have inside a longer
+//! encoded string (only the characters that depend on the value alone). One Aho-Corasick
+//! automaton finds them all. Values shorter than [`KnownSecrets::MIN_LEN`] bytes are ignored:
+//! they would match ordinary text and their encodings are too short to mean anything.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+
+use super::{Finding, assign_lines, redact};
+use crate::Secret;
+
+/// The rule id of a known-secret finding.
+pub const KNOWN_SECRET_ID: &str = "known-secret";
+
+/// A compiled set of known secret values.
+pub struct KnownSecrets {
+    ac: Option<AhoCorasick>,
+    longest: usize,
+    count: usize,
+}
+
+impl std::fmt::Debug for KnownSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Needles are secrets: never print them.
+        f.debug_struct("KnownSecrets").field("values", &self.count).finish_non_exhaustive()
+    }
+}
+
+fn percent_encode(v: &[u8], upper: bool, plus_space: bool) -> Vec<u8> {
+    let digits: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+    let mut out = Vec::with_capacity(v.len() * 3);
+    for &b in v {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else if plus_space && b == b' ' {
+            out.push(b'+');
+        } else {
+            out.extend_from_slice(&[b'%', digits[usize::from(b >> 4)], digits[usize::from(b & 15)]]);
+        }
+    }
+    out
+}
+
+/// The base64 characters determined by `v` alone when `v` starts `align` bytes (mod 3) into
+/// the encoded data.
+fn base64_core(engine: &impl base64::Engine, v: &[u8], align: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; align];
+    buf.extend_from_slice(v);
+    let enc = engine.encode(&buf).into_bytes();
+    let first = (8 * align).div_ceil(6);
+    let last = (8 * (align + v.len())) / 6;
+    enc[first.min(last)..last].to_vec()
+}
+
+impl KnownSecrets {
+    /// Shorter values are ignored (documented choice: too many false positives).
+    pub const MIN_LEN: usize = 8;
+
+    pub fn new<I: IntoIterator<Item = Secret>>(values: I) -> KnownSecrets {
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        let mut count = 0;
+        for s in values {
+            let v = s.expose().as_bytes();
+            if v.len() < Self::MIN_LEN {
+                continue;
+            }
+            count += 1;
+            needles.push(v.to_vec());
+            needles.push(hex::encode(v).into_bytes());
+            needles.push(hex::encode_upper(v).into_bytes());
+            for (upper, plus) in [(true, false), (false, false), (true, true)] {
+                needles.push(percent_encode(v, upper, plus));
+            }
+            for align in 0..3 {
+                needles.push(base64_core(&STANDARD_NO_PAD, v, align));
+                needles.push(base64_core(&URL_SAFE_NO_PAD, v, align));
+            }
+        }
+        needles.retain(|n| n.len() >= Self::MIN_LEN);
+        needles.sort();
+        needles.dedup();
+        let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
+        let ac = if needles.is_empty() {
+            None
+        } else {
+            // Building can only fail on absurd sizes; an empty set would fail open, so panic.
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&needles)
+                    .unwrap_or_else(|e| panic!("known secrets automaton: {e}")),
+            )
+        };
+        KnownSecrets { ac, longest, count }
+    }
+
+    /// True when no value was long enough to be searched for.
+    pub fn is_empty(&self) -> bool {
+        self.ac.is_none()
+    }
+
+    /// Length of the longest needle (any encoding).
+    pub fn longest(&self) -> usize {
+        self.longest
+    }
+
+    /// Every occurrence of a known value in any of its encodings, sorted, 1-based lines.
+    pub fn scan(&self, data: &[u8]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.scan_into(data, &mut out);
+        assign_lines(data, &mut out, 0, 0);
+        out
+    }
+
+    pub(crate) fn scan_into(&self, data: &[u8], out: &mut Vec<Finding>) {
+        let Some(ac) = &self.ac else { return };
+        for m in ac.find_iter(data) {
+            out.push(Finding {
+                rule_id: KNOWN_SECRET_ID.to_string(),
+                start: m.start(),
+                end: m.end(),
+                line: 0,
+                secret_redacted: redact(&data[m.start()..m.end()]),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn value() -> String {
+        // assembled at runtime: a fake token with every byte class the encoders care about
+        ["tok", "-", "Zq9/+x y=ü", "&", "END"].concat()
+    }
+
+    fn known() -> KnownSecrets {
+        KnownSecrets::new([Secret::new(value()), Secret::new("short")])
+    }
+
+    fn found_in(data: &[u8]) -> bool {
+        known().scan(data).iter().any(|f| f.rule_id == KNOWN_SECRET_ID)
+    }
+
+    #[test]
+    fn raw_hex_and_percent() {
+        let v = value();
+        assert!(found_in(format!("a {v} b").as_bytes()));
+        assert!(found_in(format!("x={}", hex::encode(&v)).as_bytes()));
+        assert!(found_in(format!("x={}", hex::encode_upper(&v)).as_bytes()));
+        assert!(found_in(format!("q={}&z", percent_encode(v.as_bytes(), true, false).escape_ascii()).as_bytes()));
+        assert!(found_in(format!("q={}&z", percent_encode(v.as_bytes(), true, true).escape_ascii()).as_bytes()));
+        assert!(!found_in(b"nothing here at all"));
+    }
+
+    #[test]
+    fn base64_every_alignment_both_alphabets() {
+        let v = value();
+        for prefix in ["", "a", "ab", "abc", "abcd"] {
+            let payload = format!("{prefix}{v}:trailer");
+            for enc in [STANDARD_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(&payload)] {
+                let body = format!("Authorization: Basic {enc}\r\n");
+                assert!(found_in(body.as_bytes()), "prefix {prefix:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn short_values_are_ignored() {
+        let k = KnownSecrets::new([Secret::new("short")]);
+        assert!(k.is_empty());
+        assert!(k.scan(b"short short").is_empty());
+        assert!(!known().is_empty());
+        assert_eq!(format!("{:?}", known()), "KnownSecrets { values: 1, .. }");
+    }
+
+    #[test]
+    fn span_and_line() {
+        let v = value();
+        let data = format!("l1\nl2 {v}\n");
+        let f = known().scan(data.as_bytes());
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].line, &data.as_bytes()[f[0].start..f[0].end]), (2, v.as_bytes()));
+    }
+}

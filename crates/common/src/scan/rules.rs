@@ -1,0 +1,611 @@
+//! Rule sets in gitleaks' TOML format, compiled for the prefilter-then-regex engine.
+//!
+//! Scanning a buffer: one Aho-Corasick pass (ASCII case-insensitive) over every rule keyword
+//! selects candidate rules; only those run their regex; each match's secret group is checked
+//! against the rule's entropy threshold and allowlists, then the global allowlists. A
+//! `generic-api-key` finding that overlaps a finding of a specific rule is dropped.
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+
+use super::{Finding, ScanError, assign_lines, entropy, redact};
+
+const BUILTIN_TOML: &str = include_str!("rules.toml");
+const GENERIC_ID: &str = "generic-api-key";
+
+static BUILTIN: LazyLock<Rules> = LazyLock::new(|| {
+    // The built-in file is part of the source tree and covered by tests; failing here is a bug.
+    Rules::from_gitleaks_toml(BUILTIN_TOML, false).unwrap_or_else(|e| panic!("built-in rules.toml is invalid: {e}"))
+});
+
+// ------------------------------------------------------------------ the TOML shape
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    extend: Option<RawExtend>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    /// gitleaks < 8.25: one global allowlist table.
+    #[serde(default)]
+    allowlist: Option<RawAllowlist>,
+    #[serde(default)]
+    allowlists: Vec<RawAllowlist>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawExtend {
+    #[serde(default)]
+    use_default: bool,
+    #[serde(default)]
+    disabled_rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRule {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    regex: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    secret_group: Option<usize>,
+    #[serde(default)]
+    entropy: Option<f64>,
+    #[serde(default)]
+    keywords: Vec<String>,
+    #[serde(default)]
+    allowlist: Option<RawAllowlist>,
+    #[serde(default)]
+    allowlists: Vec<RawAllowlist>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAllowlist {
+    #[serde(default)]
+    condition: Option<String>,
+    #[serde(default)]
+    regex_target: Option<String>,
+    #[serde(default)]
+    regexes: Vec<String>,
+    #[serde(default)]
+    stopwords: Vec<String>,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    commits: Vec<String>,
+    #[serde(default)]
+    target_rules: Vec<String>,
+}
+
+// ------------------------------------------------------------------ compiled form
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Secret,
+    Match,
+    Line,
+}
+
+#[derive(Debug)]
+struct Allowlist {
+    all: bool,
+    target: Target,
+    regexes: Vec<Regex>,
+    stopwords: Vec<Vec<u8>>,
+    paths: Vec<Regex>,
+    commits: Vec<String>,
+    target_rules: Vec<String>,
+}
+
+/// Where scanned bytes came from; allowlists with `paths`/`commits` need it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    pub path: Option<&'a str>,
+    pub commit: Option<&'a str>,
+}
+
+struct Hit<'a> {
+    secret: &'a [u8],
+    whole: &'a [u8],
+    line: &'a [u8],
+}
+
+impl Allowlist {
+    fn allows(&self, hit: &Hit<'_>, ctx: Context<'_>) -> bool {
+        let mut checks: Vec<bool> = Vec::with_capacity(4);
+        if !self.commits.is_empty() {
+            checks.push(ctx.commit.is_some_and(|c| self.commits.iter().any(|x| c.starts_with(x.as_str()))));
+        }
+        if !self.paths.is_empty() {
+            checks.push(ctx.path.is_some_and(|p| self.paths.iter().any(|r| r.is_match(p.as_bytes()))));
+        }
+        if !self.regexes.is_empty() {
+            let target = match self.target {
+                Target::Secret => hit.secret,
+                Target::Match => hit.whole,
+                Target::Line => hit.line,
+            };
+            checks.push(self.regexes.iter().any(|r| r.is_match(target)));
+        }
+        if !self.stopwords.is_empty() {
+            let lower = hit.secret.to_ascii_lowercase();
+            checks.push(self.stopwords.iter().any(|w| contains(&lower, w)));
+        }
+        if checks.is_empty() {
+            return false;
+        }
+        if self.all { checks.iter().all(|&c| c) } else { checks.iter().any(|&c| c) }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[derive(Debug)]
+struct Rule {
+    id: String,
+    regex: Option<Regex>,
+    path: Option<Regex>,
+    secret_group: Option<usize>,
+    entropy: Option<f64>,
+    has_keywords: bool,
+    allowlists: Vec<Allowlist>,
+}
+
+/// A compiled rule set. Build once and share: scanning takes `&self` and is thread-safe.
+#[derive(Debug)]
+pub struct Rules {
+    rules: Vec<Rule>,
+    /// Keyword automaton; pattern i belongs to rule `keyword_rule[i]`.
+    keywords: Option<AhoCorasick>,
+    keyword_rule: Vec<usize>,
+    /// Rules that run on every input (no keywords).
+    always: Vec<usize>,
+    global: Vec<Allowlist>,
+    longest_keyword: usize,
+}
+
+fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(64 << 20)
+        .dfa_size_limit(16 << 20)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn compile_allowlist(
+    raw: &RawAllowlist,
+    err: &dyn Fn(&'static str, String) -> ScanError,
+) -> Result<Allowlist, ScanError> {
+    let all = match raw.condition.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("OR") => false,
+        Some("AND") => true,
+        Some(other) => return Err(err("allowlist condition", format!("{other:?} (expected OR or AND)"))),
+    };
+    let target = match raw.regex_target.as_deref() {
+        None | Some("secret") => Target::Secret,
+        Some("match") => Target::Match,
+        Some("line") => Target::Line,
+        Some(other) => return Err(err("allowlist regexTarget", format!("{other:?} (expected secret, match or line)"))),
+    };
+    let regexes = raw
+        .regexes
+        .iter()
+        .map(|r| compile_regex(r).map_err(|m| err("allowlist regexes", m)))
+        .collect::<Result<_, _>>()?;
+    let paths =
+        raw.paths.iter().map(|r| compile_regex(r).map_err(|m| err("allowlist paths", m))).collect::<Result<_, _>>()?;
+    Ok(Allowlist {
+        all,
+        target,
+        regexes,
+        stopwords: raw.stopwords.iter().map(|s| s.to_ascii_lowercase().into_bytes()).collect(),
+        paths,
+        commits: raw.commits.clone(),
+        target_rules: raw.target_rules.clone(),
+    })
+}
+
+fn parse(text: &str) -> Result<RawConfig, ScanError> {
+    toml::from_str(text).map_err(|e| ScanError::Toml(e.to_string().trim_end().to_string()))
+}
+
+impl Rules {
+    /// The built-in catalogue (`rules.toml`), compiled once per process.
+    pub fn builtin() -> &'static Rules {
+        &BUILTIN
+    }
+
+    /// Compile a gitleaks-format TOML (`[[rules]]` with id, regex, path, keywords, entropy,
+    /// secretGroup, allowlist(s); global `[allowlist]`/`[[allowlists]]`). With
+    /// `extend_builtin` (or `[extend] useDefault = true` in the file) the built-in rules come
+    /// first and a rule with the same id replaces the built-in one; `disabledRules` drops
+    /// built-ins. Every problem names the rule id and key.
+    pub fn from_gitleaks_toml(text: &str, extend_builtin: bool) -> Result<Rules, ScanError> {
+        let user = parse(text)?;
+        let extend = extend_builtin || user.extend.as_ref().is_some_and(|e| e.use_default);
+        let mut rules: Vec<RawRule> = Vec::new();
+        let mut globals: Vec<RawAllowlist> = Vec::new();
+        if extend {
+            let base = parse(BUILTIN_TOML)?;
+            let disabled = user.extend.as_ref().map(|e| e.disabled_rules.clone()).unwrap_or_default();
+            rules.extend(base.rules.into_iter().filter(|r| !disabled.contains(&r.id)));
+            globals.extend(base.allowlist);
+            globals.extend(base.allowlists);
+        }
+        let mut seen_user = std::collections::HashSet::new();
+        for (index, r) in user.rules.into_iter().enumerate() {
+            if r.id.is_empty() {
+                return Err(ScanError::MissingId { index: index + 1 });
+            }
+            if !seen_user.insert(r.id.clone()) {
+                return Err(ScanError::DuplicateId(r.id));
+            }
+            match rules.iter_mut().find(|b| b.id == r.id) {
+                Some(existing) => *existing = r,
+                None => rules.push(r),
+            }
+        }
+        globals.extend(user.allowlist);
+        globals.extend(user.allowlists);
+        Self::compile(rules, &globals)
+    }
+
+    fn compile(raw_rules: Vec<RawRule>, raw_globals: &[RawAllowlist]) -> Result<Rules, ScanError> {
+        let mut rules = Vec::with_capacity(raw_rules.len());
+        let mut patterns: Vec<String> = Vec::new();
+        let mut keyword_rule = Vec::new();
+        let mut always = Vec::new();
+        for raw in raw_rules {
+            let id = raw.id.clone();
+            let err = |key: &'static str, message: String| ScanError::Rule { rule: id.clone(), key, message };
+            let regex = raw.regex.as_deref().map(compile_regex).transpose().map_err(|m| err("regex", m))?;
+            let path = raw.path.as_deref().map(compile_regex).transpose().map_err(|m| err("path", m))?;
+            if regex.is_none() && path.is_none() {
+                return Err(err("regex", "a rule needs a regex or a path".into()));
+            }
+            if let (Some(g), Some(re)) = (raw.secret_group, &regex)
+                && g >= re.captures_len()
+            {
+                return Err(err("secretGroup", format!("{g} but the regex has {} group(s)", re.captures_len() - 1)));
+            }
+            if let Some(e) = raw.entropy
+                && !(0.0..=8.0).contains(&e)
+            {
+                return Err(err("entropy", format!("{e} (expected 0 to 8 bits)")));
+            }
+            let mut allowlists = Vec::new();
+            for a in raw.allowlist.iter().chain(raw.allowlists.iter()) {
+                allowlists.push(compile_allowlist(a, &err)?);
+            }
+            let idx = rules.len();
+            let keywords: Vec<String> =
+                raw.keywords.iter().filter(|k| !k.is_empty()).map(|k| k.to_ascii_lowercase()).collect();
+            if keywords.is_empty() {
+                always.push(idx);
+            }
+            for k in &keywords {
+                patterns.push(k.clone());
+                keyword_rule.push(idx);
+            }
+            rules.push(Rule {
+                id: raw.id,
+                regex,
+                path,
+                secret_group: raw.secret_group,
+                entropy: raw.entropy,
+                has_keywords: !keywords.is_empty(),
+                allowlists,
+            });
+        }
+        let global = raw_globals
+            .iter()
+            .map(|a| compile_allowlist(a, &|key, message| ScanError::Allowlist { key, message }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let longest_keyword = patterns.iter().map(String::len).max().unwrap_or(0);
+        let keywords = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&patterns)
+                    .map_err(|e| ScanError::Toml(format!("keywords: {e}")))?,
+            )
+        };
+        Ok(Rules { rules, keywords, keyword_rule, always, global, longest_keyword })
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rule ids, in order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.id.as_str())
+    }
+
+    /// Length of the longest keyword (for callers that window their input).
+    pub fn longest_keyword(&self) -> usize {
+        self.longest_keyword
+    }
+
+    /// True when a global allowlist skips this path entirely (a paths-only allowlist).
+    pub fn path_allowed(&self, path: &str) -> bool {
+        self.global.iter().any(|a| {
+            a.target_rules.is_empty()
+                && a.regexes.is_empty()
+                && a.stopwords.is_empty()
+                && a.commits.is_empty()
+                && a.paths.iter().any(|r| r.is_match(path.as_bytes()))
+        })
+    }
+
+    /// Findings in `data`: byte spans of each secret, 1-based lines, sorted by position.
+    pub fn scan(&self, data: &[u8]) -> Vec<Finding> {
+        self.scan_with_context(data, Context::default())
+    }
+
+    /// As [`Rules::scan`], with the path and commit the bytes came from (for allowlists
+    /// and path rules).
+    pub fn scan_with_context(&self, data: &[u8], ctx: Context<'_>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.scan_into(data, ctx, &mut out);
+        out.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
+        assign_lines(data, &mut out, 0, 0);
+        out
+    }
+
+    /// Unsorted findings without line numbers, offsets relative to `data`.
+    pub(crate) fn scan_into(&self, data: &[u8], ctx: Context<'_>, out: &mut Vec<Finding>) {
+        let candidates = self.candidates(data);
+        let first = out.len();
+        for &idx in &candidates {
+            let rule = &self.rules[idx];
+            if let Some(p) = &rule.path {
+                let Some(path) = ctx.path else { continue };
+                if !p.is_match(path.as_bytes()) {
+                    continue;
+                }
+                if rule.regex.is_none() {
+                    out.push(Finding {
+                        rule_id: rule.id.clone(),
+                        start: 0,
+                        end: 0,
+                        line: 0,
+                        secret_redacted: redact(path.as_bytes()),
+                    });
+                    continue;
+                }
+            }
+            let Some(re) = &rule.regex else { continue };
+            for caps in re.captures_iter(data) {
+                let Some(whole) = caps.get(0) else { continue };
+                let secret = match rule.secret_group {
+                    Some(g) => caps.get(g),
+                    None => (1..caps.len()).filter_map(|g| caps.get(g)).find(|m| !m.is_empty()).or(Some(whole)),
+                };
+                let Some(secret) = secret else { continue };
+                if secret.is_empty() {
+                    continue;
+                }
+                let s = secret.as_bytes();
+                if let Some(min) = rule.entropy
+                    && entropy(s) <= min
+                {
+                    continue;
+                }
+                let line_start = data[..whole.start()].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                let line_end =
+                    data[whole.end()..].iter().position(|&b| b == b'\n').map_or(data.len(), |p| whole.end() + p);
+                let hit = Hit { secret: s, whole: whole.as_bytes(), line: &data[line_start..line_end] };
+                if rule.allowlists.iter().any(|a| a.allows(&hit, ctx)) {
+                    continue;
+                }
+                if self
+                    .global
+                    .iter()
+                    .any(|a| (a.target_rules.is_empty() || a.target_rules.contains(&rule.id)) && a.allows(&hit, ctx))
+                {
+                    continue;
+                }
+                out.push(Finding {
+                    rule_id: rule.id.clone(),
+                    start: secret.start(),
+                    end: secret.end(),
+                    line: 0,
+                    secret_redacted: redact(s),
+                });
+            }
+        }
+        // A generic finding inside a specific one is the same secret: keep the specific id.
+        let found = &out[first..];
+        if found.iter().any(|f| f.rule_id == GENERIC_ID) && found.iter().any(|f| f.rule_id != GENERIC_ID) {
+            let specific: Vec<(usize, usize)> =
+                found.iter().filter(|f| f.rule_id != GENERIC_ID).map(|f| (f.start, f.end)).collect();
+            let mut i = first;
+            while i < out.len() {
+                let f = &out[i];
+                if f.rule_id == GENERIC_ID && specific.iter().any(|&(s, e)| f.start < e && s < f.end) {
+                    out.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Indices of the rules whose keywords occur in `data` (plus keyword-less rules), in
+    /// rule order.
+    fn candidates(&self, data: &[u8]) -> Vec<usize> {
+        let mut hit = vec![false; self.rules.len()];
+        for &i in &self.always {
+            hit[i] = true;
+        }
+        if let Some(ac) = &self.keywords {
+            let mut remaining = self.rules.iter().filter(|r| r.has_keywords).count();
+            for m in ac.find_overlapping_iter(data) {
+                let r = self.keyword_rule[m.pattern().as_usize()];
+                if !hit[r] {
+                    hit[r] = true;
+                    remaining -= 1;
+                    if remaining == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        hit.iter().enumerate().filter_map(|(i, &h)| h.then_some(i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fake, format-valid values are assembled at runtime so this source stays clean.
+    fn fake(prefix: &str, alphabet: &str, n: usize) -> String {
+        let a = alphabet.as_bytes();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let body: String = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                a[(x % a.len() as u64) as usize] as char
+            })
+            .collect();
+        format!("{prefix}{body}")
+    }
+
+    const ALNUM: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+    #[test]
+    fn builtin_compiles_with_many_families() {
+        let r = Rules::builtin();
+        assert!(r.len() >= 30, "{} rules", r.len());
+    }
+
+    #[test]
+    fn finds_a_token_with_span_line_and_redaction() {
+        let token = fake(&["gh", "p_"].concat(), ALNUM, 36);
+        let text = format!("first line\nlet t = \"{token}\";\n");
+        let found = Rules::builtin().scan(text.as_bytes());
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = &found[0];
+        assert_eq!(f.rule_id, "github-pat");
+        assert_eq!(f.line, 2);
+        assert_eq!(&text.as_bytes()[f.start..f.end], token.as_bytes());
+        assert_eq!(f.secret_redacted, format!("{}…", &token[..4]));
+    }
+
+    #[test]
+    fn keyword_is_case_insensitive_but_regex_decides() {
+        // The keyword occurs, the format does not: no finding.
+        let text = "GHP_ is mentioned but no token follows";
+        assert!(Rules::builtin().scan(text.as_bytes()).is_empty());
+    }
+
+    #[test]
+    fn generic_assignment_needs_entropy_and_digits() {
+        let value = fake("", ALNUM, 24);
+        let text = format!("db_password = \"{value}\"\n");
+        let found = Rules::builtin().scan(text.as_bytes());
+        assert_eq!(found.iter().map(|f| f.rule_id.as_str()).collect::<Vec<_>>(), ["generic-api-key"]);
+        for clean in
+            ["password = \"aaaaaaaaaaaaaa1\"", "token = state.queue.answer(id)", "secret_key = \"/etc/app/key.pem\""]
+        {
+            assert!(Rules::builtin().scan(clean.as_bytes()).is_empty(), "{clean}");
+        }
+    }
+
+    #[test]
+    fn specific_rule_wins_over_generic_on_the_same_secret() {
+        let token = fake(&["gh", "p_"].concat(), ALNUM, 36);
+        let text = format!("github_token = \"{token}\"");
+        let found = Rules::builtin().scan(text.as_bytes());
+        assert_eq!(found.iter().map(|f| f.rule_id.as_str()).collect::<Vec<_>>(), ["github-pat"]);
+    }
+
+    #[test]
+    fn user_toml_extends_or_replaces() {
+        let cfg = r#"
+[[rules]]
+id = "acme-token"
+regex = '''\b(acme_[a-z0-9]{16})\b'''
+keywords = ["acme_"]
+"#;
+        let text =
+            format!("x {} y {}", fake("acme_", "abcdefghij0123456789", 16), fake(&["gh", "p_"].concat(), ALNUM, 36));
+        let only = Rules::from_gitleaks_toml(cfg, false).unwrap();
+        assert_eq!(only.scan(text.as_bytes()).iter().map(|f| f.rule_id.as_str()).collect::<Vec<_>>(), ["acme-token"]);
+        let both = Rules::from_gitleaks_toml(cfg, true).unwrap();
+        assert_eq!(
+            both.scan(text.as_bytes()).iter().map(|f| f.rule_id.as_str()).collect::<Vec<_>>(),
+            ["acme-token", "github-pat"]
+        );
+        let via_extend = Rules::from_gitleaks_toml(&format!("[extend]\nuseDefault = true\n{cfg}"), false).unwrap();
+        assert_eq!(via_extend.len(), both.len());
+    }
+
+    #[test]
+    fn user_allowlists_stopwords_and_paths() {
+        let cfg = r#"
+[[rules]]
+id = "acme-token"
+regex = '''acme_([a-z0-9]{16})'''
+keywords = ["acme_"]
+secretGroup = 1
+[[rules.allowlists]]
+stopwords = ["test"]
+[[allowlists]]
+paths = ['''^fixtures/''']
+"#;
+        let rules = Rules::from_gitleaks_toml(cfg, false).unwrap();
+        let hit = "acme_0123456789abcdef";
+        let f = rules.scan(hit.as_bytes());
+        assert_eq!((f[0].start, f[0].end), (5, 21));
+        assert!(rules.scan(b"acme_test456789abcdef").is_empty());
+        assert!(rules.path_allowed("fixtures/a.txt"));
+        assert!(!rules.path_allowed("src/a.txt"));
+        let ctx = Context { path: Some("fixtures/a.txt"), commit: None };
+        assert!(rules.scan_with_context(hit.as_bytes(), ctx).is_empty());
+    }
+
+    #[test]
+    fn bad_toml_names_the_rule_and_key() {
+        let e = Rules::from_gitleaks_toml("[[rules]]\nid = \"broken\"\nregex = '''(unclosed'''\n", false).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("\"broken\"") && msg.contains("regex"), "{msg}");
+        let e =
+            Rules::from_gitleaks_toml("[[rules]]\nid = \"g\"\nregex = 'a(b)'\nsecretGroup = 3\n", false).unwrap_err();
+        assert!(e.to_string().contains("secretGroup"), "{e}");
+        let e = Rules::from_gitleaks_toml("[[rules]]\nregex = 'a'\n", false).unwrap_err();
+        assert!(e.to_string().contains("missing id"), "{e}");
+        let e = Rules::from_gitleaks_toml("rules = 3", false).unwrap_err();
+        assert!(e.to_string().contains("rules"), "{e}");
+        let e = Rules::from_gitleaks_toml(
+            "[[rules]]\nid = \"x\"\nregex = 'a'\n[[rules.allowlists]]\ncondition = \"XOR\"\n",
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"x\"") && e.to_string().contains("condition"), "{e}");
+    }
+}

@@ -1,0 +1,228 @@
+//! Scanning input that arrives in chunks (an HTTP body), with bounded memory.
+//!
+//! The stream is cut into windows at fixed absolute offsets: window `k` owns the findings that
+//! start in `[k·step, (k+1)·step)` and is scanned over `[k·step − overlap, (k+1)·step + overlap)`,
+//! so a secret that crosses a window edge is seen whole (if it is shorter than `overlap`) and
+//! exactly once. Because windows depend only on offsets, the findings are the same however
+//! the input is chunked, and the buffer never exceeds `step + 2·overlap` bytes. For a stream
+//! no longer than `step` the findings equal a scan of the whole input.
+
+use super::rules::Context;
+use super::{Finding, KnownSecrets, Rules, assign_lines};
+
+/// Default window step.
+pub const DEFAULT_STEP: usize = 256 * 1024;
+/// Default overlap: the longest secret a window edge can split and still be found (PEM keys).
+pub const DEFAULT_OVERLAP: usize = 16 * 1024;
+
+/// Chunked scanning with [`Rules`] and/or [`KnownSecrets`].
+pub struct StreamScanner<'a> {
+    rules: Option<&'a Rules>,
+    known: Option<&'a KnownSecrets>,
+    step: usize,
+    overlap: usize,
+    /// Bytes from absolute offset `base` to `total`.
+    buf: Vec<u8>,
+    base: usize,
+    /// Newlines before `base`.
+    lines_before: usize,
+    total: usize,
+    /// Next window to scan.
+    window: usize,
+}
+
+impl<'a> StreamScanner<'a> {
+    pub fn new(rules: Option<&'a Rules>, known: Option<&'a KnownSecrets>) -> Self {
+        Self::with_window(rules, known, DEFAULT_STEP, DEFAULT_OVERLAP)
+    }
+
+    /// Custom window geometry (tests and fuzzing use small windows to exercise the edges).
+    /// The overlap is raised to cover the longest known-secret encoding, and the step to at
+    /// least the overlap.
+    pub fn with_window(rules: Option<&'a Rules>, known: Option<&'a KnownSecrets>, step: usize, overlap: usize) -> Self {
+        let overlap = overlap.max(known.map_or(0, |k| k.longest() + 1)).max(1);
+        let step = step.max(overlap);
+        StreamScanner { rules, known, step, overlap, buf: Vec::new(), base: 0, lines_before: 0, total: 0, window: 0 }
+    }
+
+    fn window_end(&self) -> usize {
+        (self.window + 1) * self.step + self.overlap
+    }
+
+    /// Feed the next chunk; returns findings that are now final (absolute stream offsets).
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        while !chunk.is_empty() {
+            let take = (self.window_end() - self.total).min(chunk.len());
+            self.buf.extend_from_slice(&chunk[..take]);
+            self.total += take;
+            chunk = &chunk[take..];
+            if self.total == self.window_end() {
+                self.scan_window(&mut out);
+            }
+        }
+        out
+    }
+
+    /// End of stream: the remaining findings.
+    pub fn finish(mut self) -> Vec<Finding> {
+        let mut out = Vec::new();
+        while self.window * self.step < self.total {
+            self.scan_window(&mut out);
+        }
+        out
+    }
+
+    /// Scan the current window over what is buffered, keep the findings it owns, advance.
+    fn scan_window(&mut self, out: &mut Vec<Finding>) {
+        let owned_start = self.window * self.step;
+        let owned_end = owned_start + self.step;
+        let start = owned_start.saturating_sub(self.overlap);
+        debug_assert_eq!(start, self.base);
+        let end = self.total.min(self.window_end());
+        let data = &self.buf[..end - self.base];
+        let mut found = Vec::new();
+        if let Some(r) = self.rules {
+            r.scan_into(data, Context::default(), &mut found);
+        }
+        if let Some(k) = self.known {
+            k.scan_into(data, &mut found);
+        }
+        for f in &mut found {
+            f.start += self.base;
+            f.end += self.base;
+        }
+        found.retain(|f| f.start >= owned_start && f.start < owned_end);
+        found.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
+        assign_lines(data, &mut found, self.base, self.lines_before);
+        out.extend(found);
+
+        self.window += 1;
+        let next_start = (self.window * self.step).saturating_sub(self.overlap);
+        let drop = next_start.saturating_sub(self.base).min(self.buf.len());
+        self.lines_before += self.buf[..drop].iter().filter(|&&b| b == b'\n').count();
+        self.buf.drain(..drop);
+        self.base += drop;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Secret;
+    use crate::scan::scan_all;
+
+    /// Deterministic xorshift so failures reproduce.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn token(&mut self, prefix: &str, n: usize) -> String {
+            let a = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+            let body: String = (0..n).map(|_| a[self.below(a.len())] as char).collect();
+            format!("{prefix}{body}")
+        }
+    }
+
+    /// Random text with planted secrets; returns it and the number of planted GitHub tokens.
+    fn corpus(rng: &mut Rng, known: &str, len: usize) -> (Vec<u8>, usize) {
+        let words = ["fn main() {", "let x = 1;", "\n", " ", "config:", "token", "key=", "ghp", "\r\n", "// note"];
+        let mut out = Vec::new();
+        let mut planted = 0;
+        while out.len() < len {
+            match rng.below(12) {
+                0 => {
+                    planted += 1;
+                    out.extend(format!(" {} ", rng.token(&["gh", "p_"].concat(), 36)).bytes());
+                }
+                1 => out.extend(known.bytes()),
+                2 => out.extend(format!("api_secret = \"{}\"\n", rng.token("", 20)).bytes()),
+                3 => out.push(rng.next() as u8),
+                _ => out.extend(words[rng.below(words.len())].bytes()),
+            }
+        }
+        (out, planted)
+    }
+
+    fn stream(
+        rules: &Rules,
+        known: &KnownSecrets,
+        data: &[u8],
+        cuts: &mut Rng,
+        step: usize,
+        overlap: usize,
+    ) -> Vec<Finding> {
+        let mut s = StreamScanner::with_window(Some(rules), Some(known), step, overlap);
+        let mut out = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (cuts.below(64) + 1).min(rest.len());
+            let n = if cuts.below(8) == 0 { rest.len().min(n * 97) } else { n };
+            out.extend(s.feed(&rest[..n]));
+            rest = &rest[n..];
+        }
+        out.extend(s.finish());
+        out
+    }
+
+    #[test]
+    fn same_findings_whatever_the_chunking() {
+        let known_value = ["kn", "own-", "Vx81qZ"].concat();
+        let known = KnownSecrets::new([Secret::new(known_value.clone())]);
+        let rules = Rules::builtin();
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for round in 0..24 {
+            let len = 200 + rng.below(6000);
+            let (data, planted) = corpus(&mut rng, &known_value, len);
+            let (step, overlap) = [(512, 128), (1024, 256), (DEFAULT_STEP, DEFAULT_OVERLAP)][round % 3];
+            let reference = stream(rules, &known, &data, &mut Rng(1 + round as u64), step, overlap);
+            for seed in 0..4 {
+                let other = stream(rules, &known, &data, &mut Rng(100 + seed), step, overlap);
+                assert_eq!(reference, other, "round {round} seed {seed}");
+            }
+            if data.len() <= step {
+                assert_eq!(reference, scan_all(Some(rules), Some(&known), &data), "round {round}");
+            }
+            // Every planted token is found, also across window edges.
+            let found = reference.iter().filter(|f| f.rule_id == "github-pat").count();
+            assert_eq!(found, planted, "round {round}");
+        }
+    }
+
+    #[test]
+    fn boundary_crossing_secret_found_once_with_absolute_offset_and_line() {
+        let token = Rng(7).token(&["gh", "p_"].concat(), 36);
+        let mut data = vec![b'\n'; 1000];
+        data.extend(b" ");
+        data.extend(token.as_bytes());
+        data.extend(b" \n");
+        let rules = Rules::builtin();
+        for split in [990, 1001, 1010, 1030, 1040] {
+            let mut s = StreamScanner::with_window(Some(rules), None, 1020, 64);
+            let mut f = s.feed(&data[..split]);
+            f.extend(s.feed(&data[split..]));
+            f.extend(s.finish());
+            assert_eq!(f.len(), 1, "split {split}: {f:?}");
+            assert_eq!((f[0].start, f[0].end, f[0].line), (1001, 1001 + token.len(), 1001));
+        }
+    }
+
+    #[test]
+    fn buffer_stays_bounded() {
+        let rules = Rules::builtin();
+        let mut s = StreamScanner::with_window(Some(rules), None, 4096, 512);
+        let chunk = vec![b'a'; 100_000];
+        for _ in 0..20 {
+            s.feed(&chunk);
+            assert!(s.buf.len() <= 4096 + 2 * 512);
+        }
+        assert!(s.finish().is_empty());
+    }
+}
