@@ -9,6 +9,7 @@
 //! - [`StreamScanner`]: both over chunked input, with matches across chunk boundaries and a
 //!   bounded buffer; its findings depend only on the stream's bytes, never on the chunking.
 
+pub mod corpus;
 mod known;
 mod rules;
 mod stream;
