@@ -5,15 +5,9 @@
 //! The proxy scans whole (decoded, bounded) request bodies at once, so a secret split across
 //! chunks or frames is seen whole.
 
-use std::collections::BTreeSet;
-
-use aho_corasick::AhoCorasick;
-use base64::Engine as _;
 use common::Secret;
 use common::formats::routes::DlpDetector;
-
-/// Shortest value treated as a known secret (shorter values would match everywhere).
-const MIN_SECRET_LEN: usize = 8;
+use common::scan::{KnownSecrets, Rules};
 
 /// One match, with byte offsets into the scanned data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +19,10 @@ pub struct Hit {
     pub redacted: String,
 }
 
-/// The scanning engine for one set of known secrets.
+/// The shared scanning engine (`common::scan`) for one set of known secrets.
 pub struct Engine {
-    known: Option<(AhoCorasick, Vec<&'static str>)>,
+    known: KnownSecrets,
+    rules: &'static Rules,
 }
 
 impl std::fmt::Debug for Engine {
@@ -36,105 +31,27 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The encoded forms of a secret that are searched for, each with its label.
-fn forms(secret: &str) -> Vec<(String, &'static str)> {
-    let b = secret.as_bytes();
-    let mut out = vec![(secret.to_string(), "known_secret")];
-    out.push((hex::encode(b), "known_secret_hex"));
-    out.push((hex::encode_upper(b), "known_secret_hex"));
-    let pct: String = b
-        .iter()
-        .map(|&c| {
-            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
-                (c as char).to_string()
-            } else {
-                format!("%{c:02X}")
-            }
-        })
-        .collect();
-    if pct != secret {
-        out.push((pct.clone(), "known_secret_percent"));
-        out.push((pct.to_ascii_lowercase(), "known_secret_percent"));
-    }
-    // base64 at each of the three alignments: prefix the secret with 0..2 bytes, encode, and
-    // keep only the characters that depend on the secret alone.
-    for pad in 0..3usize {
-        let mut data = vec![0u8; pad];
-        data.extend_from_slice(b);
-        for (engine, label) in [
-            (&base64::engine::general_purpose::STANDARD_NO_PAD, "known_secret_base64"),
-            (&base64::engine::general_purpose::URL_SAFE_NO_PAD, "known_secret_base64url"),
-        ] {
-            let enc = engine.encode(&data);
-            // Characters fully determined by secret bytes: skip the first ceil(pad*8/6) chars,
-            // and the last char if the tail is partial.
-            let skip = (pad * 8).div_ceil(6);
-            let total_bits = data.len() * 8;
-            let full_chars = total_bits / 6;
-            if full_chars > skip + MIN_SECRET_LEN {
-                out.push((enc[skip..full_chars].to_string(), label));
-            }
-        }
-    }
-    out
-}
-
 impl Engine {
-    /// Builds the engine; secrets shorter than 8 bytes are ignored (logged by name elsewhere).
+    /// Builds the engine; values shorter than [`KnownSecrets::MIN_LEN`] are not searched for.
     pub fn new(secrets: &[Secret]) -> Engine {
-        let mut pats: Vec<String> = Vec::new();
-        let mut labels = Vec::new();
-        let mut seen = BTreeSet::new();
-        for s in secrets {
-            if s.expose().len() < MIN_SECRET_LEN {
-                continue;
-            }
-            for (p, label) in forms(s.expose()) {
-                if seen.insert(p.clone()) {
-                    pats.push(p);
-                    labels.push(label);
-                }
-            }
-        }
-        let known = if pats.is_empty() {
-            None
-        } else {
-            AhoCorasick::builder()
-                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-                .build(&pats)
-                .ok()
-                .map(|ac| (ac, labels))
-        };
-        Engine { known }
+        Engine { known: KnownSecrets::new(secrets.iter().cloned()), rules: Rules::builtin() }
     }
 
-    /// Every match of the selected detectors in `data`.
+    /// Every match of the selected detectors in `data`, sorted by position.
     pub fn scan(&self, detectors: &[DlpDetector], data: &[u8]) -> Vec<Hit> {
-        let mut hits = Vec::new();
-        if detectors.contains(&DlpDetector::KnownSecrets)
-            && let Some((ac, labels)) = &self.known
-        {
-            for m in ac.find_iter(data) {
-                hits.push(Hit {
-                    rule_id: labels[m.pattern().as_usize()].to_string(),
-                    start: m.start(),
-                    end: m.end(),
-                    redacted: redact_preview(&data[m.start()..m.end()]),
-                });
-            }
+        let mut found = Vec::new();
+        if detectors.contains(&DlpDetector::KnownSecrets) {
+            found.extend(self.known.scan(data));
         }
-        // TOKEN_PATTERNS_HOOK
+        if detectors.contains(&DlpDetector::TokenPatterns) {
+            found.extend(self.rules.scan(data));
+        }
+        let mut hits: Vec<Hit> = found
+            .into_iter()
+            .map(|f| Hit { rule_id: f.rule_id, start: f.start, end: f.end, redacted: f.secret_redacted })
+            .collect();
         hits.sort_by_key(|h| (h.start, h.end));
         hits
-    }
-}
-
-/// `abcd…` style preview: at most the first 4 characters of a match of 12 or more.
-fn redact_preview(m: &[u8]) -> String {
-    if m.len() >= 12 {
-        format!("{}…[{} bytes]", String::from_utf8_lossy(&m[..4]), m.len())
-    } else {
-        format!("[{} bytes]", m.len())
     }
 }
 
@@ -170,11 +87,12 @@ mod tests {
     }
 
     fn found(data: &[u8]) -> bool {
-        engine().scan(&[DlpDetector::KnownSecrets], data).iter().any(|h| h.rule_id.starts_with("known_secret"))
+        engine().scan(&[DlpDetector::KnownSecrets], data).iter().any(|h| h.rule_id == "known-secret")
     }
 
     #[test]
     fn known_secret_forms() {
+        use base64::Engine as _;
         use base64::engine::general_purpose::{STANDARD, URL_SAFE};
         assert!(found(format!("x={T}&y").as_bytes()));
         assert!(found(hex::encode(T).as_bytes()));
@@ -185,7 +103,7 @@ mod tests {
             assert!(found(URL_SAFE.encode(&data).as_bytes()), "url {prefix:?}");
         }
         assert!(!found(b"nothing to see here"));
-        assert!(engine().scan(BOTH, b"short").iter().all(|h| !h.rule_id.starts_with("known")), "short secrets ignored");
+        assert!(engine().scan(BOTH, b"short").iter().all(|h| h.rule_id != "known-secret"), "short secrets ignored");
     }
 
     #[test]
@@ -207,6 +125,14 @@ mod tests {
             Hit { rule_id: "y".into(), start: 2, end: 6, redacted: String::new() },
         ];
         assert_eq!(redact(b"0123456789", &overlapping, b"#"), b"#6789");
+    }
+
+    #[test]
+    fn token_patterns_come_from_the_shared_rules() {
+        let gh = b"token=ghp_0123456789abcdefghijABCDEFGHIJ012345";
+        let hits = engine().scan(&[DlpDetector::TokenPatterns], gh);
+        assert!(!hits.is_empty(), "a GitHub token shape is a shared rule");
+        assert!(engine().scan(&[DlpDetector::KnownSecrets], gh).is_empty());
     }
 
     #[test]

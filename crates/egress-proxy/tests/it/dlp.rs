@@ -59,14 +59,16 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
     let cases: Vec<(String, Vec<&str>, &str)> = vec![
         (format!("{url}/path/{TOKEN}"), vec![], "in url"),
         (format!("{url}/q?k={TOKEN}"), vec![], "in url"),
-        (format!("{url}/q?k={hexed}"), vec![], "known_secret_hex in url"),
+        (format!("{url}/q?k={hexed}"), vec![], "known-secret in url"),
         (format!("{url}/q?k={b64url}"), vec![], "in url"),
         (format!("{url}/h"), vec!["-H", &header], "in header x-leak"),
         (format!("{url}/b"), vec!["--data-binary", &body], "in body"),
         (format!("{url}/b"), vec!["--http1.1", "--data-binary", &body], "in body"),
-        (format!("{url}/b"), vec!["--data-binary", &b64body], "known_secret_base64 in body"),
+        (format!("{url}/b"), vec!["--data-binary", &b64body], "known-secret in body"),
         (format!("{url}/g"), vec!["--data-binary", &gz_arg, "-H", "Content-Encoding: gzip"], "in body"),
         (format!("{url}/e"), vec!["-d", "pw=hunter2-but-much-longer-0042"], "in body"),
+        // Not held by the proxy, but shaped like a credential (the shared token rules).
+        (format!("{url}/t"), vec!["-d", "t=ghp_0123456789abcdefghijABCDEFGHIJ012345"], "in body"),
     ];
     for (u, args, want) in &cases {
         let (code, body) = curl(&proxy, u, args).await;
@@ -79,6 +81,7 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
     let audit = proxy.audit_text();
     assert_eq!(audit.lines().count(), cases.len(), "{audit}");
     assert!(!audit.contains(TOKEN) && !audit.contains(&hexed) && !audit.contains("hunter2"), "{audit}");
+    assert!(!audit.contains("ghp_0123456789abcdef"), "{audit}");
     // Clean requests still pass, and a route with DLP off forwards what it is given.
     assert_eq!(curl(&proxy, &format!("{url}/fine"), &["-d", "nothing secret"]).await.0, 200);
     assert_eq!(curl(&proxy, &format!("https://other.test:{p}/x"), &["-d", &body]).await.0, 200);
@@ -106,7 +109,7 @@ async fn secret_split_across_chunks_is_seen_whole() {
         let (st, body) = rust_request(&proxy, &format!("api.test:{p}"), "api.test", h2, req).await.unwrap();
         sender.await.unwrap();
         assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
-        assert!(body.contains("known_secret in body"), "{body}");
+        assert!(body.contains("known-secret in body"), "{body}");
     }
     assert_eq!(up.count(), 0);
 }
