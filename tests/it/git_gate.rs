@@ -85,6 +85,7 @@ fn start_sshd(dir: &Path, ip: &str) -> (Sshd, u16) {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
     }
     panic!("sshd did not start on {ip}");
 }

@@ -152,7 +152,7 @@ fn forward(repo_cfg: &RepoConfig, updates: &[RefUpdate]) -> Result<(), String> {
             cmd.env(k, v);
         }
     }
-    for (k, v) in transport_env(repo_cfg) {
+    for (k, v) in transport_env(repo_cfg, &home) {
         cmd.env(k, v);
     }
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -155,7 +155,7 @@ impl Mirror {
     async fn fetch_locked(&self) -> Result<(), MirrorError> {
         let mut c = self.git(FETCH_TIMEOUT);
         c.args(["fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "origin"]);
-        for (k, v) in transport_env(&self.repo) {
+        for (k, v) in transport_env(&self.repo, &self.home) {
             c.env(k, v);
         }
         c.describe("git fetch");
@@ -184,7 +184,7 @@ impl Mirror {
         }
         let mut c = self.git(FETCH_TIMEOUT);
         c.args(["ls-remote", "--symref", "origin", "HEAD"]);
-        for (k, v) in transport_env(&self.repo) {
+        for (k, v) in transport_env(&self.repo, &self.home) {
             c.env(k, v);
         }
         let out = self.run(c, "ls-remote --symref origin HEAD").await?;

@@ -5,7 +5,7 @@
 //! The identity file is only ever named by path inside `GIT_SSH_COMMAND` (an environment
 //! variable of the child, never a command line of a long-lived process, never a log line).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::formats::git_gate::RepoConfig;
 
@@ -14,26 +14,43 @@ pub fn is_zero_oid(oid: &str) -> bool {
     !oid.is_empty() && oid.bytes().all(|b| b == b'0')
 }
 
+/// How long an idle multiplexed upstream connection is kept open.
+pub const CONTROL_PERSIST_SECS: u32 = 60;
+
 /// `ssh` invocation for git: only this key, only this known_hosts, strict host key checking,
-/// never a prompt, bounded connect time, and no user or system ssh config.
-pub fn ssh_command(identity: &Path, known_hosts: &Path) -> String {
+/// never a prompt, bounded connect time, and no user or system ssh config. Connections are
+/// multiplexed through control sockets in `control_dir` (gate-private, never served), so the
+/// fetch before a push and the push itself share one SSH handshake.
+pub fn ssh_command(identity: &Path, known_hosts: &Path, control_dir: &Path) -> String {
     let q = |p: &Path| shell_words::quote(&p.to_string_lossy()).into_owned();
     format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
          -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=15 \
-         -o ServerAliveCountMax=4",
+         -o ServerAliveCountMax=4 -o ControlMaster=auto -o ControlPath={} -o ControlPersist={CONTROL_PERSIST_SECS}",
         q(identity),
-        q(known_hosts)
+        q(known_hosts),
+        q(&control_dir.join("%C")),
     )
 }
 
-/// Environment for any git child that contacts `repo`'s upstream.
-pub fn transport_env(repo: &RepoConfig) -> Vec<(&'static str, String)> {
+/// Where the gate keeps its ssh control sockets: `<home>/ssh` (created 0700).
+pub fn control_dir(home: &Path) -> PathBuf {
+    let dir = home.join("ssh");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    }
+    dir
+}
+
+/// Environment for any git child that contacts `repo`'s upstream; `home` is the gate's
+/// private `HOME` (see [`control_dir`]).
+pub fn transport_env(repo: &RepoConfig, home: &Path) -> Vec<(&'static str, String)> {
     let mut env = vec![("GIT_ALLOW_PROTOCOL", "ssh:file:https:http:git".to_string())];
     if repo.is_ssh()
         && let (Some(id), Some(kh)) = (&repo.identity_file, &repo.known_hosts_file)
     {
-        env.push(("GIT_SSH_COMMAND", ssh_command(id, kh)));
+        env.push(("GIT_SSH_COMMAND", ssh_command(id, kh, &control_dir(home))));
         env.push(("GIT_SSH_VARIANT", "ssh".to_string()));
     }
     env
@@ -136,7 +153,7 @@ mod tests {
 
     #[test]
     fn ssh_command_is_strict_and_quotes_paths() {
-        let c = ssh_command(Path::new("/creds/app key"), Path::new("/creds/kh"));
+        let c = ssh_command(Path::new("/creds/app key"), Path::new("/creds/kh"), Path::new("/h/ssh"));
         assert!(c.contains("-i '/creds/app key'"), "{c}");
         for o in [
             "IdentitiesOnly=yes",
@@ -159,8 +176,12 @@ mod tests {
             known_hosts_file: Some("/kh".into()),
             push: Default::default(),
         };
-        assert!(!transport_env(&r).iter().any(|(k, _)| *k == "GIT_SSH_COMMAND"));
+        assert!(!transport_env(&r, &std::env::temp_dir()).iter().any(|(k, _)| *k == "GIT_SSH_COMMAND"));
         r.url = "ssh://git@h/x".into();
-        assert!(transport_env(&r).iter().any(|(k, v)| *k == "GIT_SSH_COMMAND" && v.contains("-i /k")));
+        assert!(
+            transport_env(&r, &std::env::temp_dir())
+                .iter()
+                .any(|(k, v)| *k == "GIT_SSH_COMMAND" && v.contains("-i /k"))
+        );
     }
 }
