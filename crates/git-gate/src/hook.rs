@@ -96,7 +96,7 @@ fn run() -> Result<(), String> {
     if !tips.is_empty() {
         let rules = crate::scan::Rules::builtin();
         let started = std::time::Instant::now();
-        let report = crate::scan::scan_new_commits(&repo, &tips, &rules)
+        let report = crate::scan::scan_new_commits(&repo, &tips, rules)
             .map_err(|e| format!("push refused: the secret scan failed: {e}"))?;
         say(format!("scanned {} commits in {} ms", report.commits_scanned, started.elapsed().as_millis()));
         if !report.findings.is_empty() {
