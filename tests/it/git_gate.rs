@@ -96,14 +96,30 @@ fn git_gate_in_the_image_forwards_clean_pushes_over_ssh_and_refuses_secrets() {
         return;
     }
     let image = sidecar_image();
-    let gateway = String::from_utf8(
-        must(Command::new("docker").args(["network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"]))
-            .stdout,
+    // The default bridge's host-side address (what `host-gateway` resolves to).
+    let bridge = String::from_utf8(
+        must(Command::new("docker").args([
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            r#"{{index .Options "com.docker.network.bridge.name"}}"#,
+        ]))
+        .stdout,
     )
     .unwrap()
     .trim()
     .to_string();
-    assert!(!gateway.is_empty(), "the default bridge network has a gateway address");
+    let addr_out =
+        String::from_utf8(must(Command::new("ip").args(["-4", "-o", "addr", "show", "dev", &bridge])).stdout).unwrap();
+    let gateway = addr_out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!gateway.is_empty(), "no IPv4 address on the docker bridge {bridge}: {addr_out}");
 
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
