@@ -5,13 +5,16 @@
 
 #[path = "../../../supervise/tests/it/client.rs"]
 mod client;
+#[path = "../../../supervise/tests/it/harness.rs"]
+mod harness;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use client::{Mode, PyClient, Server};
+use client::{Mode, PyClient};
+use harness::Server;
 use common::formats::{ResponseStatus, Routes};
 use common::queue::Queue;
 use orchestrator::home::Home;
@@ -34,7 +37,7 @@ fn home() -> (tempfile::TempDir, Home) {
 }
 
 fn server(home: &Home, wait_secs: u64) -> Server {
-    let mut cfg = client::config(&home.queue_dir("b1"), wait_secs);
+    let mut cfg = harness::config(&home.queue_dir("b1"), wait_secs);
     cfg.routes = Some(home.routes_file("b1"));
     Server::start(cfg)
 }

@@ -2,5 +2,6 @@
 //! the official Python MCP SDK over streamable HTTP.
 
 mod client;
+mod harness;
 mod mcp;
 mod process;

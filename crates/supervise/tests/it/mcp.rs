@@ -8,7 +8,8 @@ use common::formats::{QueueResponse, ResponseStatus};
 use common::queue::Queue;
 use serde_json::json;
 
-use crate::client::{Mode, PyClient, Server, config, next_request};
+use crate::client::{Mode, PyClient};
+use crate::harness::{Server, config, next_request};
 
 fn answer(dir: &std::path::Path, id: &str, status: ResponseStatus, notes: &str, arguments: Option<serde_json::Value>) {
     Queue::new(dir).answer(id, &QueueResponse { status, notes: notes.into(), arguments }).unwrap();
