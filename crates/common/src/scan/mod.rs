@@ -15,7 +15,7 @@ mod rules;
 mod stream;
 
 pub use known::KnownSecrets;
-pub use rules::Rules;
+pub use rules::{Context, Rules};
 pub use stream::StreamScanner;
 
 /// One secret found in scanned bytes.

@@ -1,1 +1,87 @@
-//! The git side of secret scanning (being built).
+//! The git side of secret scanning: which bytes of a repository to hand to the shared engine
+//! ([`common::scan`]) and how to report what it finds.
+//!
+//! - [`scan_new_commits`]: what a push introduces — every commit reachable from the new tips
+//!   and from no existing ref; the pre-receive hook calls it on a repository opened with
+//!   [`open_repo_from_env`] so objects still in quarantine are visible.
+//! - [`scan_range`]: a revision range or all history (`git-gate scan --git`).
+//! - [`scan_paths`]: files and directories (`git-gate scan PATH...`).
+//!
+//! Per commit: the lines it adds relative to its first parent (a root commit adds all of its
+//! content) and its message. Commits are scanned in parallel (rayon), each worker with its own
+//! handle on the same object database. Any object that cannot be read is an error: the scan
+//! never passes what it could not see.
+
+mod cli;
+mod walk;
+
+pub use cli::{Format, ScanArgs, run_scan};
+pub use common::scan::Rules;
+pub use walk::{scan_new_commits, scan_paths, scan_range};
+
+/// File name reported for a finding in a commit message.
+pub const COMMIT_MESSAGE: &str = "(commit message)";
+/// File name reported for a finding in an annotated tag's message.
+pub const TAG_MESSAGE: &str = "(tag message)";
+
+/// One secret found in a repository or a file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct GitFinding {
+    pub rule_id: String,
+    /// Path in the tree (or [`COMMIT_MESSAGE`] / [`TAG_MESSAGE`]), or the path on disk for
+    /// [`scan_paths`].
+    pub file: String,
+    /// 1-based line in the file as of `commit` (0 for a rule that matches a path alone).
+    pub line: usize,
+    /// Full commit id; empty for [`scan_paths`].
+    pub commit: String,
+    pub secret_redacted: String,
+}
+
+/// The result of scanning commits.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Sorted by commit, file, line, rule.
+    pub findings: Vec<GitFinding>,
+    pub commits_scanned: usize,
+}
+
+/// Why a scan could not be completed (a scan that errors must be treated as failed).
+#[derive(Debug, thiserror::Error)]
+pub enum GitScanError {
+    #[error("{what}: {source}")]
+    Git {
+        what: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rules file {path}: {source}")]
+    Rules {
+        path: String,
+        #[source]
+        source: common::scan::ScanError,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl GitScanError {
+    pub(crate) fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> GitScanError {
+        let what = what.into();
+        move |source| GitScanError::Git { what, source }
+    }
+}
+
+/// Open the repository the way git describes it to a hook: `GIT_DIR`, and the quarantine's
+/// `GIT_OBJECT_DIRECTORY` + `GIT_ALTERNATE_OBJECT_DIRECTORIES`, so a pre-receive hook sees the
+/// objects of the push it is judging.
+pub fn open_repo_from_env() -> Result<git2::Repository, GitScanError> {
+    git2::Repository::open_from_env()
+        .map_err(GitScanError::git("opening the repository from GIT_DIR and the environment"))
+}

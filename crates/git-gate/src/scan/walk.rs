@@ -1,0 +1,306 @@
+//! Choosing what to scan in a repository (commits, added lines, messages) or on disk, and
+//! running the engine over it in parallel.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use common::scan::{Context, Rules};
+use git2::{DiffOptions, ObjectType, Oid, Repository, RevparseMode, Sort};
+use rayon::prelude::*;
+
+use super::{COMMIT_MESSAGE, GitFinding, GitScanError, ScanReport, TAG_MESSAGE};
+
+/// Every commit reachable from `new_tips` and from no existing ref (`refs/*`) of `repo`: the
+/// lines each adds against its first parent (all content for a root commit) and its message;
+/// annotated tags among the tips have their message scanned too. Zero ids (deletions) are
+/// skipped. Missing objects are errors.
+pub fn scan_new_commits(repo: &Repository, new_tips: &[Oid], rules: &Rules) -> Result<ScanReport, GitScanError> {
+    let mut walk = repo.revwalk().map_err(GitScanError::git("starting a revision walk"))?;
+    walk.set_sorting(Sort::TOPOLOGICAL).map_err(GitScanError::git("sorting the revision walk"))?;
+    let mut findings = Vec::new();
+    let mut pushed = 0;
+    for &tip in new_tips {
+        if tip.is_zero() {
+            continue;
+        }
+        let obj = repo.find_object(tip, None).map_err(GitScanError::git(format!("reading pushed object {tip}")))?;
+        if obj.kind() == Some(ObjectType::Tag)
+            && let Some(tag) = obj.as_tag()
+        {
+            let id = tip.to_string();
+            let ctx = Context { path: None, commit: Some(&id) };
+            for f in rules.scan_with_context(tag.message_bytes().unwrap_or_default(), ctx) {
+                findings.push(GitFinding {
+                    rule_id: f.rule_id,
+                    file: TAG_MESSAGE.to_string(),
+                    line: f.line,
+                    commit: id.clone(),
+                    secret_redacted: f.secret_redacted,
+                });
+            }
+        }
+        let commit = obj.peel_to_commit().map_err(GitScanError::git(format!("pushed object {tip} is not a commit")))?;
+        walk.push(commit.id()).map_err(GitScanError::git(format!("walking from {tip}")))?;
+        pushed += 1;
+    }
+    if pushed == 0 {
+        findings.sort();
+        return Ok(ScanReport { findings, commits_scanned: 0 });
+    }
+    let refs = repo.references().map_err(GitScanError::git("listing refs"))?;
+    for r in refs {
+        let r = r.map_err(GitScanError::git("reading a ref"))?;
+        // Refs to trees or blobs hide nothing; a ref to a missing commit is an error.
+        let Some(target) = r.resolve().ok().and_then(|r| r.target()) else { continue };
+        let Ok(obj) = repo.find_object(target, None) else {
+            return Err(GitScanError::Usage(format!(
+                "ref {} points to missing object {target}",
+                r.name().unwrap_or("?")
+            )));
+        };
+        if let Ok(c) = obj.peel_to_commit() {
+            walk.hide(c.id()).map_err(GitScanError::git(format!("hiding ref {}", r.name().unwrap_or("?"))))?;
+        }
+    }
+    let oids = walk.collect::<Result<Vec<_>, _>>().map_err(GitScanError::git("walking the new commits"))?;
+    let mut report = scan_commits(repo, &oids, rules)?;
+    report.findings.extend(findings);
+    report.findings.sort();
+    Ok(report)
+}
+
+/// The commits of `range` (`A..B`, `A...B`, or one revision and its history), or every commit
+/// reachable from any ref and HEAD when `None`.
+pub fn scan_range(repo: &Repository, range: Option<&str>, rules: &Rules) -> Result<ScanReport, GitScanError> {
+    let mut walk = repo.revwalk().map_err(GitScanError::git("starting a revision walk"))?;
+    match range {
+        None => {
+            walk.push_glob("*").map_err(GitScanError::git("walking all refs"))?;
+            if repo.head().is_ok() {
+                walk.push_head().map_err(GitScanError::git("walking HEAD"))?;
+            }
+        }
+        Some(spec) => {
+            let rs = repo.revparse(spec).map_err(GitScanError::git(format!("revision range {spec:?}")))?;
+            let commit_of = |o: Option<&git2::Object<'_>>| -> Result<Oid, GitScanError> {
+                let o = o.ok_or_else(|| GitScanError::Usage(format!("revision range {spec:?}: missing an end")))?;
+                o.peel_to_commit().map(|c| c.id()).map_err(GitScanError::git(format!("revision range {spec:?}")))
+            };
+            if rs.mode().contains(RevparseMode::SINGLE) {
+                walk.push(commit_of(rs.from())?).map_err(GitScanError::git(format!("walking {spec:?}")))?;
+            } else {
+                let from = commit_of(rs.from())?;
+                let to = commit_of(rs.to())?;
+                walk.push(to).map_err(GitScanError::git(format!("walking {spec:?}")))?;
+                if rs.mode().contains(RevparseMode::MERGE_BASE) {
+                    walk.push(from).map_err(GitScanError::git(format!("walking {spec:?}")))?;
+                    let base =
+                        repo.merge_base(from, to).map_err(GitScanError::git(format!("merge base of {spec:?}")))?;
+                    walk.hide(base).map_err(GitScanError::git(format!("walking {spec:?}")))?;
+                } else {
+                    walk.hide(from).map_err(GitScanError::git(format!("walking {spec:?}")))?;
+                }
+            }
+        }
+    }
+    let oids = walk.collect::<Result<Vec<_>, _>>().map_err(GitScanError::git("walking the history"))?;
+    scan_commits(repo, &oids, rules)
+}
+
+/// Scan files and directories on disk (recursively; `.git` directories and symlinks are
+/// skipped, as are binary files). `commit` is empty in the findings.
+pub fn scan_paths(paths: &[PathBuf], rules: &Rules) -> Result<Vec<GitFinding>, GitScanError> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files)?;
+    }
+    let per_file: Vec<Vec<GitFinding>> = files
+        .par_iter()
+        .map(|path| {
+            let data =
+                std::fs::read(path).map_err(|source| GitScanError::Io { path: path.display().to_string(), source })?;
+            let name = path.display().to_string();
+            if is_binary(&data) || rules.path_allowed(&name) {
+                return Ok(Vec::new());
+            }
+            let ctx = Context { path: Some(&name), commit: None };
+            Ok(rules
+                .scan_with_context(&data, ctx)
+                .into_iter()
+                .map(|f| GitFinding {
+                    rule_id: f.rule_id,
+                    file: name.clone(),
+                    line: f.line,
+                    commit: String::new(),
+                    secret_redacted: f.secret_redacted,
+                })
+                .collect())
+        })
+        .collect::<Result<_, GitScanError>>()?;
+    let mut out: Vec<GitFinding> = per_file.into_iter().flatten().collect();
+    out.sort();
+    Ok(out)
+}
+
+fn collect_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), GitScanError> {
+    let io = |source| GitScanError::Io { path: p.display().to_string(), source };
+    let meta = std::fs::symlink_metadata(p).map_err(io)?;
+    if meta.is_file() {
+        out.push(p.to_path_buf());
+    } else if meta.is_dir() {
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(p).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
+        entries.sort();
+        for e in entries {
+            if e.file_name().is_some_and(|n| n == ".git") {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&e)
+                .map_err(|source| GitScanError::Io { path: e.display().to_string(), source })?;
+            if m.is_dir() || m.is_file() {
+                collect_files(&e, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Git's heuristic: a NUL byte in the first 8000 bytes.
+fn is_binary(data: &[u8]) -> bool {
+    data[..data.len().min(8000)].contains(&0)
+}
+
+/// Object directories a hook's environment adds (the push quarantine), for worker handles.
+fn env_object_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    if let Some(d) = std::env::var_os("GIT_OBJECT_DIRECTORY") {
+        dirs.push(cwd.join(d));
+    }
+    if let Some(list) = std::env::var_os("GIT_ALTERNATE_OBJECT_DIRECTORIES") {
+        dirs.extend(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).map(|p| cwd.join(p)));
+    }
+    dirs.retain(|d| d.is_dir());
+    dirs
+}
+
+/// A second handle on the same repository for a worker thread (git2 handles are not `Sync`),
+/// seeing the same objects, quarantine included.
+fn worker_repo(path: &Path, extra: &[PathBuf]) -> Result<Repository, git2::Error> {
+    let repo = Repository::open(path)?;
+    {
+        let odb = repo.odb()?;
+        for d in extra {
+            odb.add_disk_alternate(&d.to_string_lossy())?;
+        }
+    }
+    Ok(repo)
+}
+
+/// Scan commits: in parallel when there is more than a handful.
+fn scan_commits(repo: &Repository, oids: &[Oid], rules: &Rules) -> Result<ScanReport, GitScanError> {
+    let mut findings = if oids.len() < 4 {
+        let mut out = Vec::new();
+        for &oid in oids {
+            out.extend(scan_commit(repo, oid, rules)?);
+        }
+        out
+    } else {
+        let path = repo.path().to_path_buf();
+        let extra = env_object_dirs();
+        let per_commit: Vec<Vec<GitFinding>> = oids
+            .par_iter()
+            .with_min_len(8)
+            .map_init(
+                || worker_repo(&path, &extra),
+                |w, &oid| match w {
+                    Ok(r) => scan_commit(r, oid, rules),
+                    Err(e) => Err(GitScanError::Git {
+                        what: format!("opening {} for a scan worker", path.display()),
+                        source: git2::Error::new(e.code(), e.class(), e.message()),
+                    }),
+                },
+            )
+            .collect::<Result<_, _>>()?;
+        per_commit.into_iter().flatten().collect()
+    };
+    findings.sort();
+    Ok(ScanReport { findings, commits_scanned: oids.len() })
+}
+
+struct FileAdds {
+    path: String,
+    buf: Vec<u8>,
+    /// New-file line number of each line in `buf`.
+    lines: Vec<u32>,
+}
+
+/// One commit: its message, and the lines it adds against its first parent.
+fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFinding>, GitScanError> {
+    let commit = repo.find_commit(oid).map_err(GitScanError::git(format!("reading commit {oid}")))?;
+    let id = oid.to_string();
+    let mut out = Vec::new();
+    let ctx = Context { path: None, commit: Some(&id) };
+    for f in rules.scan_with_context(commit.message_raw_bytes(), ctx) {
+        out.push(GitFinding {
+            rule_id: f.rule_id,
+            file: COMMIT_MESSAGE.to_string(),
+            line: f.line,
+            commit: id.clone(),
+            secret_redacted: f.secret_redacted,
+        });
+    }
+    let tree = commit.tree().map_err(GitScanError::git(format!("reading the tree of commit {oid}")))?;
+    let parent_tree = if commit.parent_count() > 0 {
+        let parent =
+            commit.parent(0).map_err(GitScanError::git(format!("reading the first parent of commit {oid}")))?;
+        Some(parent.tree().map_err(GitScanError::git(format!("reading the tree of {}", parent.id())))?)
+    } else {
+        None
+    };
+    let mut opts = DiffOptions::new();
+    opts.context_lines(0).interhunk_lines(0).ignore_submodules(true);
+    let diff = repo
+        .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), Some(&mut opts))
+        .map_err(GitScanError::git(format!("diffing commit {oid}")))?;
+    let files: RefCell<Vec<FileAdds>> = RefCell::new(Vec::new());
+    diff.foreach(
+        &mut |delta, _| {
+            let path = delta.new_file().path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            files.borrow_mut().push(FileAdds { path, buf: Vec::new(), lines: Vec::new() });
+            true
+        },
+        None,
+        None,
+        Some(&mut |_, _, line| {
+            if line.origin() == '+'
+                && let Some(f) = files.borrow_mut().last_mut()
+            {
+                f.buf.extend_from_slice(line.content());
+                if !line.content().ends_with(b"\n") {
+                    f.buf.push(b'\n');
+                }
+                f.lines.push(line.new_lineno().unwrap_or(0));
+            }
+            true
+        }),
+    )
+    .map_err(GitScanError::git(format!("reading the changes of commit {oid}")))?;
+    for f in files.into_inner() {
+        if f.buf.is_empty() || rules.path_allowed(&f.path) {
+            continue;
+        }
+        let ctx = Context { path: Some(&f.path), commit: Some(&id) };
+        for x in rules.scan_with_context(&f.buf, ctx) {
+            let line = if x.line == 0 { 0 } else { f.lines.get(x.line - 1).copied().unwrap_or(0) as usize };
+            out.push(GitFinding {
+                rule_id: x.rule_id,
+                file: f.path.clone(),
+                line,
+                commit: id.clone(),
+                secret_redacted: x.secret_redacted,
+            });
+        }
+    }
+    Ok(out)
+}
