@@ -34,6 +34,9 @@ const INSTRUCTIONS: &str = "Tools to reach the human operator of this sandbox: a
 network host or a capability, see which hosts are allowed, and check on earlier requests. Answers can take a while; \
 a 'pending' result is normal — keep working and check_request later.";
 
+/// Most unanswered requests one bottle may have queued: an agent cannot flood the operator.
+pub const MAX_UNANSWERED: usize = 64;
+
 /// One handler per MCP session; cheap to clone (everything shared is behind an `Arc`).
 #[derive(Clone)]
 pub struct Supervise {
@@ -168,6 +171,12 @@ impl Supervise {
 
     async fn file_and_wait(&self, tool: &'static str, arguments: Value) -> Result<Value, String> {
         let inner = &self.inner;
+        if self.unanswered() >= MAX_UNANSWERED {
+            return Err(format!(
+                "{MAX_UNANSWERED} requests are already waiting for the operator; \
+                 check on them with check_request before asking again"
+            ));
+        }
         let queue = inner.queue.clone();
         let bottle = inner.config.bottle.clone();
         let req = tokio::task::spawn_blocking(move || queue.file(&bottle, tool, arguments))
@@ -193,6 +202,15 @@ impl Supervise {
             }
             Err(e) => Err(broken_answer(&req.id, &e)),
         }
+    }
+
+    /// Requests of this queue with no answer yet (unreadable entries count too).
+    fn unanswered(&self) -> usize {
+        let Ok(rd) = std::fs::read_dir(self.inner.queue.dir()) else { return 0 };
+        rd.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".request.json")).map(str::to_string))
+            .filter(|id| !id.starts_with('.') && !self.inner.queue.response_path(id).exists())
+            .count()
     }
 
     fn list_routes(&self) -> Result<Value, String> {

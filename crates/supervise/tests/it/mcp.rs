@@ -209,3 +209,21 @@ fn shutdown_answers_waiting_calls_pending() {
     assert_eq!(v, json!({"status": "pending", "id": id}));
     assert!(Queue::new(dir.path()).request(&id).unwrap().is_some(), "the request stays queued");
 }
+
+#[test]
+fn an_agent_cannot_flood_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::new(dir.path());
+    let first = q.file("b1", "ask_operator", json!({"question": "0"})).unwrap();
+    for i in 1..supervise::server::MAX_UNANSWERED {
+        q.file("b1", "ask_operator", json!({"question": i.to_string()})).unwrap();
+    }
+    let server = Server::start(config(dir.path(), 1));
+    let mut c = PyClient::connect(&server.url(), Mode::Current);
+    let r = c.call("ask_operator", json!({"question": "one more?"}));
+    assert_eq!(r["is_error"], true, "{r}");
+    assert!(r["text"].as_str().unwrap().contains("already waiting for the operator"), "{r}");
+    // Once the operator answers one, the agent may ask again.
+    answer(dir.path(), &first.id, ResponseStatus::Rejected, "", None);
+    assert_eq!(c.call_ok("ask_operator", json!({"question": "now?"}))["status"], "pending");
+}
