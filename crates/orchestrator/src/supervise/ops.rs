@@ -84,7 +84,7 @@ pub fn find(home: &Home, id: &str) -> anyhow::Result<Option<(String, Queue, Queu
 }
 
 /// The operator's decision on one request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub approve: bool,
     pub notes: String,

@@ -49,12 +49,6 @@ pub enum Action {
     Answer(String, Decision),
 }
 
-impl PartialEq for Decision {
-    fn eq(&self, other: &Self) -> bool {
-        self.approve == other.approve && self.notes == other.notes && self.arguments == other.arguments
-    }
-}
-
 /// The UI state.
 pub struct App {
     pub items: Vec<Pending>,
