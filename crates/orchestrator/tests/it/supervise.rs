@@ -14,9 +14,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use client::{Mode, PyClient};
-use harness::Server;
 use common::formats::{ResponseStatus, Routes};
 use common::queue::Queue;
+use harness::Server;
 use orchestrator::home::Home;
 use serde_json::{Value, json};
 
