@@ -384,3 +384,64 @@ fn concurrent_clones_and_a_push_on_one_repo() {
     });
     assert_eq!(up.rev("main").unwrap(), g(&w, &["rev-parse", "HEAD"]));
 }
+
+#[test]
+fn binary_announces_serves_and_exits_cleanly_on_sigterm_and_64_on_bad_config() {
+    use std::io::BufRead;
+    let t = tempfile::tempdir().unwrap();
+    let up = t.path().join("up.git");
+    std::fs::create_dir(&up).unwrap();
+    g(&up, &["init", "-q", "--bare", "-b", "main"]);
+    let seed = t.path().join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    g(&seed, &["init", "-q", "-b", "main"]);
+    commit_file(&seed, "f", "x\n", "init");
+    g(&seed, &["push", "-q", up.to_str().unwrap(), "main"]);
+    let cfg = t.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"version":1,"user":{{"name":"a","email":"a@b.invalid"}},"repos":[{{"name":"app","url":"file://{}"}}]}}"#,
+            up.display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_git-gate");
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .env("GIT_GATE_DATA_DIR", t.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("readiness line: {line:?}"));
+    let (ok, out) = try_g(t.path(), &["clone", "-q", &format!("http://{addr}/app.git"), "w"]);
+    assert!(ok, "{out}");
+    must(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM → exit 0");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "", "nothing but the readiness line on stdout");
+
+    std::fs::write(
+        &cfg,
+        r#"{"version":1,"user":{"name":"a","email":"a@b.invalid"},"repos":[{"name":"../x","url":""}]}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(t.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("config.json") && err.contains("repos[0].name") && err.contains("repos[0].url"), "{err}");
+    assert!(out.stdout.is_empty());
+}
