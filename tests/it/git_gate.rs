@@ -96,30 +96,24 @@ fn git_gate_in_the_image_forwards_clean_pushes_over_ssh_and_refuses_secrets() {
         return;
     }
     let image = sidecar_image();
-    // The default bridge's host-side address (what `host-gateway` resolves to).
-    let bridge = String::from_utf8(
-        must(Command::new("docker").args([
-            "network",
-            "inspect",
-            "bridge",
-            "-f",
-            r#"{{index .Options "com.docker.network.bridge.name"}}"#,
-        ]))
-        .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
-    let addr_out =
-        String::from_utf8(must(Command::new("ip").args(["-4", "-o", "addr", "show", "dev", &bridge])).stdout).unwrap();
-    let gateway = addr_out
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .unwrap_or_default()
-        .to_string();
-    assert!(!gateway.is_empty(), "no IPv4 address on the docker bridge {bridge}: {addr_out}");
+    // The host as containers on the default bridge see it (`host-gateway`, the bridge's
+    // host-side address); sshd binds there, so it is reachable from the bundle and nowhere else.
+    let lookup = must(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--label",
+        tests::TEST_LABEL,
+        "--add-host",
+        "host.bottle.test:host-gateway",
+        "--entrypoint",
+        "getent",
+        &image,
+        "ahostsv4",
+        "host.bottle.test",
+    ]));
+    let lookup = String::from_utf8_lossy(&lookup.stdout).into_owned();
+    let gateway = lookup.split_whitespace().next().unwrap_or_default().to_string();
+    assert!(!gateway.is_empty(), "host-gateway did not resolve in the image: {lookup:?}");
 
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
