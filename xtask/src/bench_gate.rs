@@ -7,7 +7,7 @@
 //! Needs: root (sshd logs in as root with a generated key), /usr/sbin/sshd, ssh-keygen, git.
 //! Builds `git-gate` in release mode first.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<Opts> {
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| -> anyhow::Result<usize> {
-            it.next().with_context(|| format!("{name} needs a value"))?.parse().with_context(|| format!("{name}"))
+            it.next().with_context(|| format!("{name} needs a value"))?.parse().with_context(|| name.to_string())
         };
         match a.as_str() {
             "--commits" => o.commits = val("--commits")?,
@@ -236,11 +236,12 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     let (d, g, s) = (median(&mut direct), median(&mut gated), median(&mut scan_ms));
-    println!("push of {} commits, median of {} runs", opts.commits, opts.runs);
-    println!("{:<28}{:>10}", "direct (git push over ssh)", format!("{:.0} ms", d.as_secs_f64() * 1e3));
-    println!("{:<28}{:>10}", "through git-gate", format!("{:.0} ms", g.as_secs_f64() * 1e3));
-    println!("{:<28}{:>10}", "  of which scanning", format!("{:.0} ms", s.as_secs_f64() * 1e3));
-    println!("ratio gate/direct: {:.2}x (target <= 2x)", g.as_secs_f64() / d.as_secs_f64());
-    println!("scanning share of gate time: {:.0}%", 100.0 * s.as_secs_f64() / g.as_secs_f64());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "push of {} commits, median of {} runs", opts.commits, opts.runs)?;
+    writeln!(out, "{:<28}{:>10}", "direct (git push over ssh)", format!("{:.0} ms", d.as_secs_f64() * 1e3))?;
+    writeln!(out, "{:<28}{:>10}", "through git-gate", format!("{:.0} ms", g.as_secs_f64() * 1e3))?;
+    writeln!(out, "{:<28}{:>10}", "  of which scanning", format!("{:.0} ms", s.as_secs_f64() * 1e3))?;
+    writeln!(out, "ratio gate/direct: {:.2}x (target <= 2x)", g.as_secs_f64() / d.as_secs_f64())?;
+    writeln!(out, "scanning share of gate time: {:.0}%", 100.0 * s.as_secs_f64() / g.as_secs_f64())?;
     Ok(())
 }
