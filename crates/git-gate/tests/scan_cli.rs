@@ -77,12 +77,11 @@ struct Planted {
 }
 
 /// Builds the labelled corpus repository and returns what was planted where.
-fn corpus(dir: &Path) -> (Vec<Planted>, BTreeSet<String>) {
+fn corpus(dir: &Path) -> Vec<Planted> {
     git_ok(dir, &["init", "-q", "-b", "main"]);
     let fams = families();
     let mut rng = FakeRng::new(42);
     let mut planted = Vec::new();
-    let mut merges = BTreeSet::new();
     let head = |d: &Path| git_ok(d, &["rev-parse", "HEAD"]);
 
     // Clean filler first.
@@ -190,7 +189,6 @@ fn corpus(dir: &Path) -> (Vec<Planted>, BTreeSet<String>) {
     git_ok(dir, &["add", "-A"]);
     git_ok(dir, &["commit", "-q", "-m", "merge feature"]);
     let mc = head(dir);
-    merges.insert(mc.clone());
     let mut n = 0;
     for (rule_id, line) in &feature[..half] {
         planted.push(Planted {
@@ -201,10 +199,10 @@ fn corpus(dir: &Path) -> (Vec<Planted>, BTreeSet<String>) {
         });
         n += line.lines().count();
     }
-    (planted, merges)
+    planted
 }
 
-fn check_corpus(planted: &[Planted], merges: &BTreeSet<String>, findings: &[GitFinding]) {
+fn check_corpus(planted: &[Planted], findings: &[GitFinding]) {
     let families: BTreeSet<&str> = planted.iter().map(|p| p.rule_id.as_str()).collect();
     assert!(families.len() >= 30, "only {} families planted", families.len());
     let found: BTreeSet<Planted> = findings
@@ -213,27 +211,20 @@ fn check_corpus(planted: &[Planted], merges: &BTreeSet<String>, findings: &[GitF
         .collect();
     let missed: Vec<&Planted> = planted.iter().filter(|p| !found.contains(p)).collect();
     assert!(missed.is_empty(), "missed {missed:#?}\nfound {found:#?}");
-    // Nothing else, except a merge re-reporting what its second parent brought in.
+    // Nothing else: a merge does not re-report what its second parent brought in.
     let expected: BTreeSet<&Planted> = planted.iter().collect();
-    let extra: Vec<&Planted> = found
-        .iter()
-        .filter(|f| {
-            let merge_repeat = merges.contains(&f.commit)
-                && planted.iter().any(|p| p.rule_id == f.rule_id && p.file == f.file && p.line == f.line);
-            !expected.contains(f) && !merge_repeat
-        })
-        .collect();
+    let extra: Vec<&Planted> = found.iter().filter(|f| !expected.contains(f)).collect();
     assert!(extra.is_empty(), "unexpected findings {extra:#?}");
 }
 
 #[test]
 fn labelled_corpus_is_found_completely_in_history() {
     let tmp = tempfile::tempdir().unwrap();
-    let (planted, merges) = corpus(tmp.path());
+    let planted = corpus(tmp.path());
     let repo = git2::Repository::open(tmp.path()).unwrap();
     let report = scan_range(&repo, None, Rules::builtin()).unwrap();
     assert_eq!(report.commits_scanned, git_ok(tmp.path(), &["rev-list", "--all", "--count"]).parse::<usize>().unwrap());
-    check_corpus(&planted, &merges, &report.findings);
+    check_corpus(&planted, &report.findings);
 
     // The same through the command, as JSON with exactly the contract's fields.
     let out = Command::new(bin()).args(["scan", "--git"]).arg(tmp.path()).args(["--format", "json"]).output().unwrap();

@@ -286,12 +286,31 @@ fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFind
         }),
     )
     .map_err(GitScanError::git(format!("reading the changes of commit {oid}")))?;
+    // A merge re-presents its other parents' lines as added against the first parent; a line
+    // that one of the other parents already has at that path is not the merge's own.
+    let other_parents: Vec<git2::Tree<'_>> = if commit.parent_count() > 1 {
+        commit
+            .parents()
+            .skip(1)
+            .map(|p| p.tree().map_err(GitScanError::git(format!("reading the tree of {}", p.id()))))
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
     for f in files.into_inner() {
         if f.buf.is_empty() || rules.path_allowed(&f.path) {
             continue;
         }
         let ctx = Context { path: Some(&f.path), commit: Some(&id) };
+        let buf_lines: Vec<&[u8]> =
+            if other_parents.is_empty() { Vec::new() } else { f.buf.split(|&b| b == b'\n').collect() };
         for x in rules.scan_with_context(&f.buf, ctx) {
+            if x.line > 0
+                && let Some(text) = buf_lines.get(x.line - 1)
+                && in_other_parent(repo, &other_parents, &f.path, text)?
+            {
+                continue;
+            }
             let line = if x.line == 0 { 0 } else { f.lines.get(x.line - 1).copied().unwrap_or(0) as usize };
             out.push(GitFinding {
                 rule_id: x.rule_id,
@@ -303,4 +322,20 @@ fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFind
         }
     }
     Ok(out)
+}
+
+/// Whether any of `trees` has a file at `path` containing `line` as a whole line.
+fn in_other_parent(repo: &Repository, trees: &[git2::Tree<'_>], path: &str, line: &[u8]) -> Result<bool, GitScanError> {
+    for t in trees {
+        let Ok(entry) = t.get_path(Path::new(path)) else { continue };
+        if entry.kind() != Some(ObjectType::Blob) {
+            continue;
+        }
+        let blob =
+            repo.find_blob(entry.id()).map_err(GitScanError::git(format!("reading {path} in a merge parent")))?;
+        if blob.content().split(|&b| b == b'\n').any(|l| l == line || l.strip_suffix(b"\r") == Some(line)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
