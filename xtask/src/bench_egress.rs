@@ -40,6 +40,12 @@ struct Opts {
     /// Skip mitmproxy (it needs a Python 3.12 venv).
     #[arg(long)]
     no_mitm: bool,
+    /// Only run contenders whose name contains this (e.g. `egress`, for profiling).
+    #[arg(long)]
+    only: Option<String>,
+    /// Only this connection mode: `keep-alive` or `new`.
+    #[arg(long)]
+    mode: Option<String>,
     /// Soak instead: 100k requests over 256 keep-alive connections through egress-proxy.
     #[arg(long)]
     soak: bool,
@@ -514,7 +520,13 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     );
     let mut table: Vec<(String, usize, bool, f64, f64)> = Vec::new();
     for (keepalive, clients) in [(true, 64), (true, 1), (false, 64), (false, 1)] {
+        if opts.mode.as_deref().is_some_and(|m| (m == "new") == keepalive) {
+            continue;
+        }
         for (name, t) in &targets {
+            if opts.only.as_deref().is_some_and(|o| !name.contains(o)) {
+                continue;
+            }
             let s = load(t, clients, keepalive, opts.secs, opts.requests).await;
             println!(
                 "{:<18} {:>7} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>7}{}",

@@ -3,7 +3,8 @@
 //! http/1.1-only client for WebSocket upgrades (an upgrade needs an HTTP/1.1 connection).
 //!
 //! Name resolution goes through the system resolver, except for `--resolve HOST=IP` overrides
-//! (tests and benchmarks point names at loopback with them).
+//! (tests and benchmarks point names at loopback with them). A DNS answer that points at
+//! loopback, link-local (cloud metadata) or unspecified addresses is refused.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -125,7 +126,18 @@ impl Connector {
         } else if let Ok(ip) = host.parse::<IpAddr>() {
             vec![SocketAddr::new(ip, port)]
         } else {
-            tokio::net::lookup_host((host.as_str(), port)).await?.collect()
+            // A name from DNS must not lead to this host's own services or to link-local
+            // (cloud metadata) addresses: a route naming a wildcard domain must not become a
+            // way into the bundle. Routes that name an IP, and --resolve, are explicit.
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await?.collect();
+            let (ok, bad): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.into_iter().partition(|a| !is_internal(a.ip()));
+            if ok.is_empty() && !bad.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{host} resolves to {} (loopback, link-local or unspecified): refused", bad[0].ip()),
+                ));
+            }
+            ok
         };
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolved to no address"));
         let mut stream = None;
@@ -156,6 +168,22 @@ impl Connector {
     }
 }
 
+/// Addresses a DNS answer may not send the proxy to.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
 impl tower_service::Service<Uri> for Connector {
     type Response = UpstreamIo;
     type Error = io::Error;
@@ -178,4 +206,21 @@ pub fn client(connector: Connector) -> UpstreamClient {
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
         .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses() {
+        for ip in
+            ["127.0.0.1", "127.9.9.9", "169.254.169.254", "0.0.0.0", "::1", "fe80::1", "::ffff:127.0.0.1", "224.0.0.1"]
+        {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "10.0.0.1", "2606:2800:220:1::1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
 }

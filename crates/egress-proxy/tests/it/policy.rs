@@ -295,3 +295,16 @@ async fn log_level_two_records_allows() {
     assert_eq!(lines[0]["path"], "/a");
     assert_eq!(lines[0]["method"], "GET");
 }
+
+#[tokio::test]
+async fn dns_answers_pointing_inside_are_refused() {
+    let ca = Ca::new("upstream CA");
+    let up = tls_upstream(&ca, NAMES, &[b"h2", b"http/1.1"]).await;
+    // `localhost` is not given to --resolve: the system resolver answers 127.0.0.1 / ::1.
+    let routes = format!(r#"{{"version":1,"routes":[{{"host":"localhost","port":{}}}]}}"#, up.port());
+    let proxy = start_proxy(&routes, &ca, &[], &[]).await;
+    let (code, body) = curl(&proxy, &format!("https://localhost:{}/", up.port()), &[]).await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("loopback, link-local or unspecified"), "{body}");
+    assert_eq!(up.count(), 0);
+}
