@@ -4,6 +4,7 @@
 
 mod binary;
 mod dlp;
+mod limits;
 mod policy;
 mod reload;
 mod support;
