@@ -75,8 +75,17 @@ impl Policy {
     }
 }
 
+/// What bundle-init found in the container that shapes the daemons' command lines.
+#[derive(Debug, Clone, Default)]
+pub struct Surroundings {
+    /// `BOT_BOTTLE_BOTTLE`: the bottle's slug; adds the queue flags.
+    pub bottle: Option<String>,
+    /// `routes.json` is mounted: supervise gets `--routes` so `list_egress_routes` works.
+    pub routes_mounted: bool,
+}
+
 /// The in-bundle command line of each daemon (contracts.md paths and ports).
-fn default_argv(name: &str, bin_dir: &Path, bottle: Option<&str>) -> Vec<String> {
+fn default_argv(name: &str, bin_dir: &Path, around: &Surroundings) -> Vec<String> {
     let bin = |b: &str| bin_dir.join(b).display().to_string();
     let mut argv: Vec<String> = match name {
         "egress" => vec![
@@ -109,7 +118,10 @@ fn default_argv(name: &str, bin_dir: &Path, bottle: Option<&str>) -> Vec<String>
         ],
         _ => unreachable!("names are checked against DAEMONS first"),
     };
-    if let Some(slug) = bottle {
+    if name == "supervise" && around.routes_mounted {
+        argv.extend(["--routes".into(), path::ROUTES_FILE.into()]);
+    }
+    if let Some(slug) = &around.bottle {
         if name != "supervise" {
             argv.extend(["--supervise-queue".into(), path::QUEUE_DIR.into()]);
         }
@@ -120,9 +132,14 @@ fn default_argv(name: &str, bin_dir: &Path, bottle: Option<&str>) -> Vec<String>
 
 /// Works out what to run from the environment: `BUNDLE_DAEMONS`, `BOT_BOTTLE_BOTTLE`, and the
 /// `BUNDLE_CMD_<NAME>` overrides (a command line split like a shell would, never run by one).
-pub fn specs_from_env(get: &dyn Fn(&str) -> Option<String>, bin_dir: &Path) -> Result<Vec<Spec>, UsageError> {
+/// `routes_mounted` says whether `routes.json` exists in the container.
+pub fn specs_from_env(
+    get: &dyn Fn(&str) -> Option<String>,
+    bin_dir: &Path,
+    routes_mounted: bool,
+) -> Result<Vec<Spec>, UsageError> {
     let list = get(env::BUNDLE_DAEMONS).unwrap_or_else(|| DAEMONS.map(|(n, _)| n).join(","));
-    let bottle = get(env::BOTTLE).filter(|s| !s.is_empty());
+    let around = Surroundings { bottle: get(env::BOTTLE).filter(|s| !s.is_empty()), routes_mounted };
     let mut specs: Vec<Spec> = Vec::new();
     for raw in list.split(',') {
         let name = raw.trim();
@@ -145,7 +162,7 @@ pub fn specs_from_env(get: &dyn Fn(&str) -> Option<String>, bin_dir: &Path) -> R
                 }
                 argv
             }
-            None => default_argv(name, bin_dir, bottle.as_deref()),
+            None => default_argv(name, bin_dir, &around),
         };
         specs.push(Spec { name: name.to_string(), argv });
     }
@@ -383,7 +400,7 @@ mod tests {
 
     #[test]
     fn default_is_all_three_with_contract_flags() {
-        let specs = specs_from_env(&env_of(&[]), Path::new("/usr/local/bin")).unwrap();
+        let specs = specs_from_env(&env_of(&[]), Path::new("/usr/local/bin"), false).unwrap();
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["egress", "git-gate", "supervise"]);
         assert_eq!(
@@ -407,9 +424,15 @@ mod tests {
         let specs = specs_from_env(
             &env_of(&[("BUNDLE_DAEMONS", "supervise, egress"), ("BOT_BOTTLE_BOTTLE", "b1")]),
             Path::new("/b"),
+            true,
         )
         .unwrap();
-        assert!(specs[0].argv.join(" ").ends_with("--queue-dir /run/bot-bottle/queue --bottle b1"));
+        assert!(
+            specs[0]
+                .argv
+                .join(" ")
+                .ends_with("--queue-dir /run/bot-bottle/queue --routes /etc/bot-bottle/egress/routes.json --bottle b1")
+        );
         assert!(specs[1].argv.join(" ").ends_with("--supervise-queue /run/bot-bottle/queue --bottle b1"));
     }
 
@@ -418,17 +441,18 @@ mod tests {
         let specs = specs_from_env(
             &env_of(&[("BUNDLE_DAEMONS", "git-gate"), ("BUNDLE_CMD_GIT_GATE", "sh -c 'echo hi'")]),
             Path::new("/b"),
+            false,
         )
         .unwrap();
         assert_eq!(specs[0].argv, ["sh", "-c", "echo hi"]);
         for (list, frag) in
             [("egress,dns", "unknown daemon \"dns\""), ("egress,egress", "twice"), (" , ", "names no daemon")]
         {
-            let err = specs_from_env(&env_of(&[("BUNDLE_DAEMONS", list)]), Path::new("/b")).unwrap_err();
+            let err = specs_from_env(&env_of(&[("BUNDLE_DAEMONS", list)]), Path::new("/b"), false).unwrap_err();
             assert!(err.0.contains(frag), "{list}: {err}");
         }
-        let err =
-            specs_from_env(&env_of(&[("BUNDLE_CMD_EGRESS", "sh -c 'unterminated")]), Path::new("/b")).unwrap_err();
+        let err = specs_from_env(&env_of(&[("BUNDLE_CMD_EGRESS", "sh -c 'unterminated")]), Path::new("/b"), false)
+            .unwrap_err();
         assert!(err.0.contains("BUNDLE_CMD_EGRESS"), "{err}");
         let err = Policy::from_env(&env_of(&[("BUNDLE_GRACE_SECS", "soon")])).unwrap_err();
         assert!(err.0.contains("BUNDLE_GRACE_SECS"), "{err}");

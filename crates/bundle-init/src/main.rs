@@ -9,7 +9,8 @@ fn main() -> ExitCode {
         .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
         .unwrap_or_else(|| common::consts::path::BIN_DIR.into());
     let setup =
-        bundle_init::specs_from_env(&get, &bin_dir).and_then(|specs| Ok((specs, bundle_init::Policy::from_env(&get)?)));
+        bundle_init::specs_from_env(&get, &bin_dir, std::path::Path::new(common::consts::path::ROUTES_FILE).exists())
+            .and_then(|specs| Ok((specs, bundle_init::Policy::from_env(&get)?)));
     match setup {
         Ok((specs, policy)) => ExitCode::from(bundle_init::run(specs, policy)),
         Err(e) => {
