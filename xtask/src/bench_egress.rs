@@ -211,13 +211,19 @@ async fn open(t: &Target) -> anyhow::Result<Sender> {
     tcp.set_nodelay(true)?;
     if let Some(auth) = &t.connect {
         tcp.write_all(format!("CONNECT {auth} HTTP/1.1\r\nHost: {auth}\r\n\r\n").as_bytes()).await?;
-        let mut head = Vec::with_capacity(128);
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if tcp.read(&mut b).await? == 0 {
+        // The proxy sends nothing after its CONNECT answer until the client speaks TLS, so
+        // reading in chunks up to the blank line never eats tunnel bytes.
+        let mut head = Vec::with_capacity(256);
+        let mut buf = [0u8; 512];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await?;
+            if n == 0 {
                 bail!("proxy closed during CONNECT");
             }
-            head.push(b[0]);
+            head.extend_from_slice(&buf[..n]);
+        }
+        if !head.ends_with(b"\r\n\r\n") {
+            bail!("proxy sent bytes after its CONNECT answer");
         }
         if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
             bail!("CONNECT refused: {}", String::from_utf8_lossy(&head));

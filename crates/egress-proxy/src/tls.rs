@@ -38,6 +38,9 @@ pub struct Mint {
     ca_der: CertificateDer<'static>,
     /// One key for every leaf (minting is then one signature).
     leaf_key: KeyPair,
+    /// Stateless TLS 1.3 session tickets (rotating key), shared by every leaf config, so a
+    /// client reconnecting resumes without a full handshake.
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
     cache: Mutex<HashMap<String, Arc<ServerConfig>>>,
 }
 
@@ -68,7 +71,8 @@ impl Mint {
         })?;
         let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| TlsError::Mint { host: "(leaf key)".into(), what: e.to_string() })?;
-        let mint = Mint { issuer, ca_der, leaf_key, cache: Mutex::new(HashMap::new()) };
+        let ticketer = rustls::crypto::ring::Ticketer::new()?;
+        let mint = Mint { issuer, ca_der, leaf_key, ticketer, cache: Mutex::new(HashMap::new()) };
         // Prove the pair works before serving anything.
         mint.config_for("startup-check.invalid")?;
         mint.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -96,6 +100,8 @@ impl Mint {
             .with_no_client_auth()
             .with_single_cert(vec![cert.der().clone(), self.ca_der.clone()], key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = self.ticketer.clone();
+        config.send_tls13_tickets = 1;
         let config = Arc::new(config);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= MAX_CACHED_HOSTS {
