@@ -57,6 +57,9 @@ pub struct Args {
     /// Largest request body held for DLP scanning (also bounds decoded size); larger → 413.
     #[arg(long, env = "EGRESS_MAX_BODY_BYTES", default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
+    /// Total bytes held for DLP across all requests at once (requests wait for room, then 503).
+    #[arg(long, env = "EGRESS_MAX_BUFFERED_BYTES", default_value_t = 256 << 20)]
+    pub max_buffered_bytes: usize,
     /// Largest request head (request line + headers).
     #[arg(long, env = "EGRESS_MAX_HEADER_BYTES", default_value_t = 64 << 10)]
     pub max_header_bytes: usize,
@@ -79,6 +82,7 @@ pub struct Args {
 pub struct Limits {
     pub max_connections: usize,
     pub max_body_bytes: usize,
+    pub max_buffered_bytes: usize,
     pub max_header_bytes: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
@@ -221,6 +225,15 @@ impl Config {
         if args.max_header_bytes < 8192 {
             problems.push(format!("--max-header-bytes {}: must be at least 8192", args.max_header_bytes));
         }
+        if args.max_buffered_bytes < 2 * args.max_body_bytes {
+            problems.push(format!(
+                "--max-buffered-bytes {}: must be at least twice --max-body-bytes ({})",
+                args.max_buffered_bytes, args.max_body_bytes
+            ));
+        }
+        if args.max_buffered_bytes / 1024 > u32::MAX as usize {
+            problems.push(format!("--max-buffered-bytes {}: too large", args.max_buffered_bytes));
+        }
         if args.max_connections == 0 {
             problems.push("--max-connections: must be at least 1".into());
         }
@@ -243,6 +256,7 @@ impl Config {
                     limits: Limits {
                         max_connections: args.max_connections,
                         max_body_bytes: args.max_body_bytes,
+                        max_buffered_bytes: args.max_buffered_bytes,
                         max_header_bytes: args.max_header_bytes,
                         header_timeout: args.header_timeout,
                         idle_timeout: args.idle_timeout,

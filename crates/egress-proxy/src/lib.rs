@@ -60,6 +60,7 @@ pub async fn serve(
         upstream::Connector::new(tls::client_config(roots.clone(), &[b"h2", b"http/1.1"])?, resolve.clone());
     let ws_connector = upstream::Connector::new(tls::client_config(roots, &[b"http/1.1"])?, resolve);
     let max = limits.max_connections;
+    let budget_kib = u32::try_from(limits.max_buffered_bytes / 1024).unwrap_or(u32::MAX) as usize;
     let proxy = Arc::new(Proxy {
         live: RwLock::new(Arc::new(live(routes, tokens, &extra_secrets))),
         mint,
@@ -69,6 +70,7 @@ pub async fn serve(
         queue,
         bottle,
         limits,
+        body_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
     });
     let watcher = tokio::spawn(reload::watch(proxy.clone(), routes_path, extra_secrets, env, hup));
     let permits = Arc::new(tokio::sync::Semaphore::new(max));

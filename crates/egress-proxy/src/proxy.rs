@@ -57,6 +57,8 @@ pub struct Proxy {
     pub queue: Option<common::queue::Queue>,
     pub bottle: String,
     pub limits: Limits,
+    /// Bytes (in KiB permits) of request bodies held for DLP across all requests.
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where a request is going.
@@ -595,8 +597,36 @@ impl Proxy {
             }
             let mut body_bytes = Bytes::new();
             let mut decoded: Option<Vec<u8>> = None;
+            let mut _reservation = None;
             if !incoming.is_end_stream() {
-                body_bytes = match body::collect(incoming, self.limits.max_body_bytes).await {
+                let max = self.limits.max_body_bytes;
+                let declared = parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+                if declared.is_some_and(|n| n > max) {
+                    let e = BodyError::TooLarge(max);
+                    self.audit(&live, Event::Deny, &target.host, &method, &path, &e.to_string());
+                    drain(incoming).await;
+                    return text(StatusCode::PAYLOAD_TOO_LARGE, format!("bot-bottle egress: blocked: {e}\n"));
+                }
+                // Room for the raw body and, when encoded, its decoded form.
+                let encoded = parts.headers.contains_key(header::CONTENT_ENCODING);
+                let need = declared.unwrap_or(max) + if encoded { max } else { 0 };
+                let kib = u32::try_from(need.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+                match tokio::time::timeout(self.limits.header_timeout, self.body_budget.clone().acquire_many_owned(kib))
+                    .await
+                {
+                    Ok(Ok(p)) => _reservation = Some(p),
+                    _ => {
+                        return text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "bot-bottle egress: busy: too many request bodies held for scanning\n".into(),
+                        );
+                    }
+                }
+                body_bytes = match body::collect(incoming, max).await {
                     Ok(b) => b,
                     Err(e @ BodyError::TooLarge(_)) => {
                         self.audit(&live, Event::Deny, &target.host, &method, &path, &e.to_string());

@@ -243,3 +243,61 @@ impl hyper::body::Body for ChanBody {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
+
+#[tokio::test]
+async fn held_bodies_share_a_bounded_budget() {
+    let (up, proxy) = world(&["--max-body-bytes=4096", "--max-buffered-bytes=8192", "--header-timeout=1s"]).await;
+    let p = up.port();
+    // One request held for the operator keeps its 4 KiB reserved...
+    let held_body = format!("secret={TOKEN}{}", "x".repeat(3800));
+    let proxy_addr = proxy.addr;
+    let ca = proxy.ca_pem_path.clone();
+    let held = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", "-x"])
+            .arg(format!("http://{proxy_addr}"))
+            .arg("--cacert")
+            .arg(ca)
+            .args(["--data-binary", &held_body])
+            .arg(format!("https://hold.test:{p}/held"))
+            .output()
+            .unwrap()
+    });
+    for _ in 0..100 {
+        if std::fs::read_dir(&proxy.queue).unwrap().next().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...so an encoded body (raw + decoded room) cannot be held too: 503, nothing sent.
+    let gz = proxy.dir.path().join("small.gz");
+    std::fs::write(&gz, gzip(b"harmless")).unwrap();
+    let (code, body) = curl(
+        &proxy,
+        &format!("https://api.test:{p}/second"),
+        &["--data-binary", &format!("@{}", gz.display()), "-H", "Content-Encoding: gzip"],
+    )
+    .await;
+    assert_eq!(code, 503, "{body}");
+    // A body-less request is never held back by the budget.
+    assert_eq!(curl(&proxy, &format!("https://api.test:{p}/get"), &[]).await.0, 200);
+    // Reject the held one; then the budget is free again.
+    let (items, _) = common::queue::Queue::new(&proxy.queue).list().unwrap();
+    common::queue::Queue::new(&proxy.queue)
+        .answer(
+            &items[0].0.id,
+            &QueueResponse { status: ResponseStatus::Rejected, notes: String::new(), arguments: None },
+        )
+        .unwrap();
+    let out = held.await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    let (code, _) = curl(
+        &proxy,
+        &format!("https://api.test:{p}/third"),
+        &["--data-binary", &format!("@{}", gz.display()), "-H", "Content-Encoding: gzip"],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let paths: Vec<String> = up.seen().iter().map(|s| s.uri.rsplit('/').next().unwrap().to_string()).collect();
+    assert_eq!(paths, ["get", "third"]);
+}
