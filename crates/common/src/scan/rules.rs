@@ -347,6 +347,13 @@ impl Rules {
         self.longest_keyword
     }
 
+    /// False when no rule can match anywhere in `data` (no keyword occurs and every rule has
+    /// keywords): a cheap test to skip work on text that cannot hold a finding. Keywords never
+    /// span lines, so this also holds for any selection of `data`'s lines.
+    pub fn may_match(&self, data: &[u8]) -> bool {
+        !self.always.is_empty() || self.keywords.as_ref().is_some_and(|ac| ac.is_match(data))
+    }
+
     /// True when a global allowlist skips this path entirely (a paths-only allowlist).
     pub fn path_allowed(&self, path: &str) -> bool {
         self.global.iter().any(|a| {

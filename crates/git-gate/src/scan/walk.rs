@@ -1,12 +1,13 @@
 //! Choosing what to scan in a repository (commits, added lines, messages) or on disk, and
 //! running the engine over it in parallel.
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use common::scan::{Context, Rules};
-use git2::{DiffOptions, ObjectType, Oid, Repository, RevparseMode, Sort};
+use git2::{Delta, DiffOptions, FileMode, ObjectType, Oid, Repository, RevparseMode, Sort};
 use rayon::prelude::*;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{COMMIT_MESSAGE, GitFinding, GitScanError, ScanReport, TAG_MESSAGE};
 
@@ -197,8 +198,18 @@ fn worker_repo(path: &Path, extra: &[PathBuf]) -> Result<Repository, git2::Error
     Ok(repo)
 }
 
+/// Process-wide: libgit2 re-hashes (SHA-1 with collision detection) every object it reads,
+/// which was the largest single cost of a history scan. Objects are already verified when they
+/// enter a repository (`index-pack`/`unpack-objects`, also for a push in quarantine), so the
+/// scanner turns the re-check off.
+fn skip_rehashing_objects() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| git2::opts::strict_hash_verification(false));
+}
+
 /// Scan commits: in parallel when there is more than a handful.
 fn scan_commits(repo: &Repository, oids: &[Oid], rules: &Rules) -> Result<ScanReport, GitScanError> {
+    skip_rehashing_objects();
     let mut findings = if oids.len() < 4 {
         let mut out = Vec::new();
         for &oid in oids {
@@ -258,34 +269,44 @@ fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFind
     } else {
         None
     };
+    // Tree-level diff only (object ids); the added lines are computed below from the blobs.
     let mut opts = DiffOptions::new();
-    opts.context_lines(0).interhunk_lines(0).ignore_submodules(true);
+    opts.ignore_submodules(true);
     let diff = repo
         .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), Some(&mut opts))
         .map_err(GitScanError::git(format!("diffing commit {oid}")))?;
-    let files: RefCell<Vec<FileAdds>> = RefCell::new(Vec::new());
-    diff.foreach(
-        &mut |delta, _| {
-            let path = delta.new_file().path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-            files.borrow_mut().push(FileAdds { path, buf: Vec::new(), lines: Vec::new() });
-            true
-        },
-        None,
-        None,
-        Some(&mut |_, _, line| {
-            if line.origin() == '+'
-                && let Some(f) = files.borrow_mut().last_mut()
-            {
-                f.buf.extend_from_slice(line.content());
-                if !line.content().ends_with(b"\n") {
-                    f.buf.push(b'\n');
-                }
-                f.lines.push(line.new_lineno().unwrap_or(0));
-            }
-            true
-        }),
-    )
-    .map_err(GitScanError::git(format!("reading the changes of commit {oid}")))?;
+    let mut files: Vec<FileAdds> = Vec::new();
+    for delta in diff.deltas() {
+        if matches!(delta.status(), Delta::Deleted | Delta::Unmodified | Delta::Ignored | Delta::Unreadable) {
+            continue;
+        }
+        let new = delta.new_file();
+        if !matches!(new.mode(), FileMode::Blob | FileMode::BlobExecutable | FileMode::Link) {
+            continue;
+        }
+        let path = new.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let new_blob =
+            repo.find_blob(new.id()).map_err(GitScanError::git(format!("reading {path} in commit {oid}")))?;
+        let new_data = new_blob.content();
+        // Binary files carry no lines (as in `git diff`); text no rule can match is skipped
+        // before any line work.
+        if is_binary(new_data) || !rules.may_match(new_data) {
+            continue;
+        }
+        let old = delta.old_file();
+        let old_blob = if old.id().is_zero()
+            || !matches!(old.mode(), FileMode::Blob | FileMode::BlobExecutable | FileMode::Link)
+        {
+            None
+        } else {
+            Some(
+                repo.find_blob(old.id())
+                    .map_err(GitScanError::git(format!("reading {path} in the parent of {oid}")))?,
+            )
+        };
+        let (buf, lines) = added_lines(old_blob.as_ref().map_or(&[][..], |b| b.content()), new_data);
+        files.push(FileAdds { path, buf, lines });
+    }
     // A merge re-presents its other parents' lines as added against the first parent; a line
     // that one of the other parents already has at that path is not the merge's own.
     let other_parents: Vec<git2::Tree<'_>> = if commit.parent_count() > 1 {
@@ -297,7 +318,7 @@ fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFind
     } else {
         Vec::new()
     };
-    for f in files.into_inner() {
+    for f in files {
         if f.buf.is_empty() || rules.path_allowed(&f.path) {
             continue;
         }
@@ -338,4 +359,86 @@ fn in_other_parent(repo: &Repository, trees: &[git2::Tree<'_>], path: &str, line
         }
     }
     Ok(false)
+}
+
+/// The lines of `new` that `old` does not have, joined with `\n`, and their 1-based line
+/// numbers in `new`. Lines are compared as a multiset after trimming the common prefix and
+/// suffix: a line moved within the file is not new; a line duplicated beyond its old count is.
+fn added_lines(old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u32>) {
+    let old_lines: Vec<&[u8]> = if old.is_empty() { Vec::new() } else { split_lines(old) };
+    let new_lines = split_lines(new);
+    let prefix = old_lines.iter().zip(&new_lines).take_while(|(a, b)| a == b).count();
+    let suffix =
+        old_lines[prefix..].iter().rev().zip(new_lines[prefix..].iter().rev()).take_while(|(a, b)| a == b).count();
+    let old_mid = &old_lines[prefix..old_lines.len() - suffix];
+    let new_mid = &new_lines[prefix..new_lines.len() - suffix];
+    let mut counts: HashMap<&[u8], u32, BuildHasherDefault<FxHasher>> = HashMap::default();
+    for l in old_mid {
+        *counts.entry(l).or_insert(0) += 1;
+    }
+    let mut buf = Vec::new();
+    let mut numbers = Vec::new();
+    for (i, l) in new_mid.iter().enumerate() {
+        match counts.get_mut(l) {
+            Some(c) if *c > 0 => *c -= 1,
+            _ => {
+                buf.extend_from_slice(l);
+                buf.push(b'\n');
+                numbers.push((prefix + i + 1) as u32);
+            }
+        }
+    }
+    (buf, numbers)
+}
+
+/// Lines without their `\n` (a final line without one counts).
+fn split_lines(data: &[u8]) -> Vec<&[u8]> {
+    let mut v: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    if data.ends_with(b"\n") {
+        v.pop();
+    }
+    v
+}
+
+/// A small, fast, non-cryptographic hasher for line contents (hash-flooding is not a
+/// concern: a commit's author controls only their own scan's speed).
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn added(old: &str, new: &str) -> (String, Vec<u32>) {
+        let (buf, n) = added_lines(old.as_bytes(), new.as_bytes());
+        (String::from_utf8(buf).unwrap(), n)
+    }
+
+    #[test]
+    fn added_lines_against_the_old_version() {
+        assert_eq!(added("", "a\nb\n"), ("a\nb\n".into(), vec![1, 2]));
+        assert_eq!(added("a\nb\nc\n", "a\nx\nb\nc\ny"), ("x\ny\n".into(), vec![2, 5]));
+        assert_eq!(added("a\nb\n", "b\na\n"), (String::new(), vec![]), "moved lines are not new");
+        assert_eq!(added("a\nb\n", "a\nb\nb\n"), ("b\n".into(), vec![3]), "an extra copy is new");
+        assert_eq!(added("a\nb\nc\n", "a\nc\n"), (String::new(), vec![]), "deletions add nothing");
+        assert_eq!(added("a\r\nb\r\n", "a\r\nz\r\nb\r\n"), ("z\r\n".into(), vec![2]));
+    }
 }
