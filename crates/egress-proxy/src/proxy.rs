@@ -576,21 +576,42 @@ impl Proxy {
         if let Some(dlp_cfg) = route.dlp.config() {
             let detectors = &dlp_cfg.outbound;
             let mut insp = Inspection { url: Vec::new(), headers: Vec::new(), body: Vec::new() };
-            let url_text = format!("{}{pq}", target.host);
-            insp.url = live
-                .dlp
-                .scan(detectors, url_text.as_bytes())
-                .into_iter()
-                .map(|mut h| {
-                    // Offsets relative to `pq`; a hit in the host spans at least the host start.
-                    h.start = h.start.saturating_sub(target.host.len());
-                    h.end = h.end.saturating_sub(target.host.len());
-                    h
-                })
-                .collect();
-            for (name, value) in parts.headers.iter() {
-                let hits = live.dlp.scan(detectors, value.as_bytes());
-                if !hits.is_empty() {
+            // One scan over the URL and every header value, joined by newlines (no rule or
+            // known secret spans a newline), then each hit is mapped back to its segment.
+            let mut head_text = Vec::with_capacity(256);
+            head_text.extend_from_slice(target.host.as_bytes());
+            head_text.extend_from_slice(pq.as_bytes());
+            let mut segments: Vec<(usize, usize)> = vec![(0, head_text.len())];
+            for (_, value) in parts.headers.iter() {
+                head_text.push(b'\n');
+                let start = head_text.len();
+                head_text.extend_from_slice(value.as_bytes());
+                segments.push((start, head_text.len()));
+            }
+            let hits = live.dlp.scan(detectors, &head_text);
+            if !hits.is_empty() {
+                let names: Vec<(&HeaderName, &HeaderValue)> = parts.headers.iter().collect();
+                let mut per_header: Vec<Vec<Hit>> = vec![Vec::new(); names.len()];
+                for mut h in hits {
+                    let seg = segments.partition_point(|&(start, _)| start <= h.start).saturating_sub(1);
+                    let (start, end) = segments[seg];
+                    h.end = h.end.min(end);
+                    if seg == 0 {
+                        // Offsets relative to `pq`; a hit in the host ends up at or near 0.
+                        h.start = h.start.saturating_sub(target.host.len());
+                        h.end = h.end.saturating_sub(target.host.len());
+                        insp.url.push(h);
+                    } else {
+                        h.start -= start;
+                        h.end -= start;
+                        per_header[seg - 1].push(h);
+                    }
+                }
+                for (i, hits) in per_header.into_iter().enumerate() {
+                    if hits.is_empty() {
+                        continue;
+                    }
+                    let (name, value) = names[i];
                     let idx = parts.headers.get_all(name).iter().position(|v| v == value).unwrap_or(0);
                     insp.headers.push((name.clone(), idx, hits));
                 }
