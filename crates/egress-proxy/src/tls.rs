@@ -101,7 +101,6 @@ impl Mint {
             .with_single_cert(vec![cert.der().clone(), self.ca_der.clone()], key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ticketer = self.ticketer.clone();
-        config.send_tls13_tickets = 1;
         let config = Arc::new(config);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= MAX_CACHED_HOSTS {
