@@ -7,7 +7,7 @@
 //! Code map: [`config`] flags → validated [`Config`]; [`policy`] the pure decision;
 //! [`proxy`] the plumbing; [`tls`] leaf minting and upstream trust; [`upstream`] the pooled
 //! client; [`body`] bounded collection and decoding; [`dlp`] secret matching; [`audit`] the
-//! JSON-lines log; [`reload`] the routes watcher.
+//! JSON-lines log; [`reload`] the routes watcher; [`ws`] the scanned WebSocket relay.
 
 pub mod audit;
 pub mod body;
@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod reload;
 pub mod tls;
 pub mod upstream;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};

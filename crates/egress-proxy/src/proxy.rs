@@ -832,16 +832,36 @@ impl Proxy {
                 parts.headers.insert(header::UPGRADE, u);
             }
             parts.headers.insert(header::CONNECTION, conn.unwrap_or(HeaderValue::from_static("upgrade")));
+            // No permessage-deflate: compressed frames could not be scanned.
+            parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
             body_out = body::empty();
             let out = Request::from_parts(parts, body_out);
             return match self.ws_client.request(out).await {
                 Ok(mut resp) => {
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         let upstream = hyper::upgrade::on(&mut resp);
+                        let proxy = self.clone();
+                        let live = live.clone();
+                        let detectors = route.dlp.config().map(|c| c.outbound.clone());
+                        let (host, m, p) = (target.host.clone(), method.clone(), path.clone());
                         tokio::spawn(async move {
-                            if let (Ok(a), Ok(b)) = (inbound.await, upstream.await) {
-                                let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                            let (Ok(a), Ok(b)) = (inbound.await, upstream.await) else { return };
+                            let (a_read, mut a_write) = tokio::io::split(TokioIo::new(a));
+                            let (mut b_read, b_write) = tokio::io::split(TokioIo::new(b));
+                            let max = proxy.limits.max_body_bytes;
+                            let up =
+                                crate::ws::client_to_upstream(a_read, b_write, &live.dlp, detectors.as_deref(), max);
+                            let down = tokio::io::copy(&mut b_read, &mut a_write);
+                            tokio::select! {
+                                r = up => match r {
+                                    Ok(crate::ws::Stop::Finding(ids)) => {
+                                        proxy.audit(&live, Event::Deny, &host, &m, &p, &format!("dlp: {ids} in websocket frame; connection closed"));
+                                    }
+                                    Ok(crate::ws::Stop::Refused(why)) => proxy.audit(&live, Event::Deny, &host, &m, &p, &why),
+                                    Ok(crate::ws::Stop::Closed) => {}
+                                    Err(e) => tracing::debug!(%host, "websocket relay: {e}"),
+                                },
+                                _ = down => {}
                             }
                         });
                     }

@@ -255,10 +255,20 @@ async fn websocket_upgrades_follow_the_route() {
         let head = String::from_utf8(head).unwrap();
         if allowed {
             assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-            t.write_all(b"ping-frame").await.unwrap();
-            let mut echo = [0u8; 10];
+            // A real masked text frame passes and is echoed by the upstream.
+            let clean = ws_frame(b"ping-frame");
+            t.write_all(&clean).await.unwrap();
+            let mut echo = vec![0u8; clean.len()];
             t.read_exact(&mut echo).await.unwrap();
-            assert_eq!(&echo, b"ping-frame");
+            assert_eq!(echo, clean);
+            // A frame carrying a held token closes the connection; nothing of it goes out.
+            t.write_all(&ws_frame(format!("leak {TOKEN}").as_bytes())).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t.read_to_end(&mut rest)).await;
+            assert!(rest.is_empty(), "{rest:?}");
+            let audit = w.proxy.audit_text();
+            assert!(audit.contains("in websocket frame"), "{audit}");
+            assert!(!audit.contains(TOKEN));
         } else {
             assert!(head.starts_with("HTTP/1.1 403"), "{head}");
         }
@@ -307,4 +317,13 @@ async fn dns_answers_pointing_inside_are_refused() {
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("loopback, link-local or unspecified"), "{body}");
     assert_eq!(up.count(), 0);
+}
+
+/// A masked client text frame.
+fn ws_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut f = vec![0x81, 0x80 | u8::try_from(payload.len()).unwrap()];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
 }
