@@ -288,9 +288,8 @@ fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFind
         let new_blob =
             repo.find_blob(new.id()).map_err(GitScanError::git(format!("reading {path} in commit {oid}")))?;
         let new_data = new_blob.content();
-        // Binary files carry no lines (as in `git diff`); text no rule can match is skipped
-        // before any line work.
-        if is_binary(new_data) || !rules.may_match(new_data) {
+        // Binary files carry no lines (as in `git diff`).
+        if is_binary(new_data) {
             continue;
         }
         let old = delta.old_file();
@@ -305,7 +304,10 @@ fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFind
             )
         };
         let (buf, lines) = added_lines(old_blob.as_ref().map_or(&[][..], |b| b.content()), new_data);
-        files.push(FileAdds { path, buf, lines });
+        // Added text no rule can match needs no further work.
+        if rules.may_match(&buf) {
+            files.push(FileAdds { path, buf, lines });
+        }
     }
     // A merge re-presents its other parents' lines as added against the first parent; a line
     // that one of the other parents already has at that path is not the merge's own.
@@ -362,42 +364,79 @@ fn in_other_parent(repo: &Repository, trees: &[git2::Tree<'_>], path: &str, line
 }
 
 /// The lines of `new` that `old` does not have, joined with `\n`, and their 1-based line
-/// numbers in `new`. Lines are compared as a multiset after trimming the common prefix and
-/// suffix: a line moved within the file is not new; a line duplicated beyond its old count is.
+/// numbers in `new`. The common prefix and suffix (whole lines) are skipped byte-wise, then
+/// the rest is compared as a multiset of lines: a line moved within the file is not new; a
+/// line duplicated beyond its old count is.
 fn added_lines(old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u32>) {
-    let old_lines: Vec<&[u8]> = if old.is_empty() { Vec::new() } else { split_lines(old) };
-    let new_lines = split_lines(new);
-    let prefix = old_lines.iter().zip(&new_lines).take_while(|(a, b)| a == b).count();
-    let suffix =
-        old_lines[prefix..].iter().rev().zip(new_lines[prefix..].iter().rev()).take_while(|(a, b)| a == b).count();
-    let old_mid = &old_lines[prefix..old_lines.len() - suffix];
-    let new_mid = &new_lines[prefix..new_lines.len() - suffix];
+    let common = old.len().min(new.len());
+    let same_prefix = common_prefix(old, new);
+    // Back up to the start of the line the first difference is on.
+    let start = memchr::memrchr(b'\n', &new[..same_prefix]).map_or(0, |p| p + 1);
+    let same_suffix = common_suffix(old, new).min(common - start);
+    // The suffix starts after a newline that lies inside the common bytes.
+    let from = new.len() - same_suffix;
+    let new_end = match memchr::memchr(b'\n', &new[from..]) {
+        Some(p) => from + p + 1,
+        None => new.len(),
+    };
+    let old_end = if new_end == new.len() { old.len() } else { new_end + old.len() - new.len() };
+    let prefix_lines = memchr::memchr_iter(b'\n', &new[..start]).count();
+    let old_mid = &old[start..old_end.max(start)];
+    let new_mid = &new[start..new_end.max(start)];
+
     let mut counts: HashMap<&[u8], u32, BuildHasherDefault<FxHasher>> = HashMap::default();
-    for l in old_mid {
+    for l in lines(old_mid) {
         *counts.entry(l).or_insert(0) += 1;
     }
     let mut buf = Vec::new();
     let mut numbers = Vec::new();
-    for (i, l) in new_mid.iter().enumerate() {
+    for (i, l) in lines(new_mid).enumerate() {
         match counts.get_mut(l) {
             Some(c) if *c > 0 => *c -= 1,
             _ => {
                 buf.extend_from_slice(l);
                 buf.push(b'\n');
-                numbers.push((prefix + i + 1) as u32);
+                numbers.push((prefix_lines + i + 1) as u32);
             }
         }
     }
     (buf, numbers)
 }
 
-/// Lines without their `\n` (a final line without one counts).
-fn split_lines(data: &[u8]) -> Vec<&[u8]> {
-    let mut v: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
-    if data.ends_with(b"\n") {
-        v.pop();
+/// Length of the common prefix of `a` and `b` (block-wise compares first: they vectorise).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 64;
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + BLOCK <= n && a[i..i + BLOCK] == b[i..i + BLOCK] {
+        i += BLOCK;
     }
-    v
+    i + a[i..n].iter().zip(&b[i..n]).take_while(|(x, y)| x == y).count()
+}
+
+/// Length of the common suffix of `a` and `b`.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 64;
+    let n = a.len().min(b.len());
+    let (ta, tb) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut k = 0;
+    while k + BLOCK <= n && ta[n - k - BLOCK..n - k] == tb[n - k - BLOCK..n - k] {
+        k += BLOCK;
+    }
+    k + ta[..n - k].iter().rev().zip(tb[..n - k].iter().rev()).take_while(|(x, y)| x == y).count()
+}
+
+/// Lines without their `\n` (a final line without one counts; no line after a final `\n`).
+fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', body).map(|p| p + 1));
+    let mut next = starts.next().filter(|_| !data.is_empty());
+    std::iter::from_fn(move || {
+        let from = next?;
+        next = starts.next();
+        let to = next.map_or(body.len(), |n| n - 1);
+        Some(&body[from..to])
+    })
 }
 
 /// A small, fast, non-cryptographic hasher for line contents (hash-flooding is not a
@@ -440,5 +479,19 @@ mod tests {
         assert_eq!(added("a\nb\n", "a\nb\nb\n"), ("b\n".into(), vec![3]), "an extra copy is new");
         assert_eq!(added("a\nb\nc\n", "a\nc\n"), (String::new(), vec![]), "deletions add nothing");
         assert_eq!(added("a\r\nb\r\n", "a\r\nz\r\nb\r\n"), ("z\r\n".into(), vec![2]));
+        assert_eq!(added("abc\n", "abd\n"), ("abd\n".into(), vec![1]), "a changed line is new");
+        assert_eq!(added("x\nab\n", "x\nab\nab\n"), ("ab\n".into(), vec![3]));
+        assert_eq!(added("a\nb", "a\nbc"), ("bc\n".into(), vec![2]), "no final newline");
+        assert_eq!(added("a\n", "a\n"), (String::new(), vec![]));
+        assert_eq!(added("k\nend\n", "k\nnew\nend\n"), ("new\n".into(), vec![2]));
+        assert_eq!(added("line\n", "\nline\n"), ("\n".into(), vec![1]), "an empty line");
+        assert_eq!(added("aXb\nc\n", "aYb\nc\n"), ("aYb\n".into(), vec![1]));
+        let long: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        let mut changed = long.clone();
+        let pos = long[..2000].rfind('\n').unwrap() + 1;
+        changed.insert_str(pos, "fresh\n");
+        let at = long[..pos].matches('\n').count() as u32 + 1;
+        assert_eq!(added(&long, &changed), ("fresh\n".into(), vec![at]));
+        assert_eq!((common_prefix(b"abcdef", b"abcxef"), common_suffix(b"abcdef", b"abcxef")), (3, 2));
     }
 }
