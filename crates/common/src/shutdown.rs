@@ -1,4 +1,4 @@
-//! The one shutdown signal: resolves on the first SIGTERM or SIGINT.
+//! The one shutdown signal: [`listen`] resolves on the first SIGTERM or SIGINT.
 //!
 //! Daemons pass it to their `run(config, listener, shutdown)` and drain connections under a
 //! bounded grace period ([`GRACE`]) once it fires.
@@ -8,32 +8,9 @@ use std::time::Duration;
 /// How long a daemon keeps draining in-flight work after the shutdown signal.
 pub const GRACE: Duration = Duration::from_secs(5);
 
-/// Resolves when the process receives SIGTERM or SIGINT.
-pub async fn signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            return std::future::pending().await;
-        }
-    };
-    let mut int = match signal(SignalKind::interrupt()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGINT: {e}");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
-    }
-}
-
-/// Like [`signal`], but the handlers are installed *now*, before the future is first polled:
-/// call it before announcing readiness, so a SIGTERM sent right after `listening on ...` is
-/// never the default (fatal) action.
+/// The shutdown future: resolves on the first SIGTERM or SIGINT. The handlers are installed
+/// *now*, before the future is first polled: call it before announcing readiness, so a SIGTERM
+/// sent right after `listening on ...` is never the default (fatal) action.
 pub fn listen() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;

@@ -20,7 +20,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         let hup = egress_proxy::reload::hangup();
-        let shutdown = common::shutdown::signal();
+        let shutdown = common::shutdown::listen().context("installing SIGTERM/SIGINT handlers")?;
         common::daemon::announce(addr);
         egress_proxy::serve(config, listener, shutdown, hup).await
     })
