@@ -424,6 +424,35 @@ fn pre_receive_hook_sees_the_quarantined_push() {
     // The quarantined objects were discarded with the refused push.
     let r = git(&bare, &["cat-file", "-e", &bad_commit]);
     assert!(!r.status.success(), "refused objects reached the repository");
+
+    // Many new commits are scanned by parallel workers, which must see the quarantine too.
+    git_ok(&work, &["reset", "-q", "--hard", "HEAD~1"]);
+    let gh = fams.iter().find(|f| f.rule_id == "github-pat").unwrap();
+    let mut secret_commit = String::new();
+    for i in 0..12 {
+        let text = if i == 7 { format!("{}\n", gh.line(&mut rng).0) } else { format!("clean {i}\n") };
+        write(&work, &format!("many/{i}.txt"), &text);
+        git_ok(&work, &["add", "-A"]);
+        git_ok(&work, &["commit", "-q", "-m", &format!("step {i}")]);
+        if i == 7 {
+            secret_commit = git_ok(&work, &["rev-parse", "HEAD"]);
+        }
+    }
+    let refused = push(&work, &bare, "main");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "push with a secret accepted: {stderr}");
+    assert!(stderr.contains("12 new commit(s) scanned") && stderr.contains(&secret_commit), "{stderr}");
+    assert!(stderr.contains("github-pat many/7.txt:1"), "{stderr}");
+    // Without the secret the same number of commits goes through.
+    git_ok(&work, &["reset", "-q", "--hard", "HEAD~12"]);
+    for i in 0..12 {
+        write(&work, &format!("many/{i}.txt"), &format!("clean {i}\n"));
+        git_ok(&work, &["add", "-A"]);
+        git_ok(&work, &["commit", "-q", "-m", &format!("step {i}")]);
+    }
+    let ok = push(&work, &bare, "main");
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success() && stderr.contains("12 new commit(s) scanned"), "{stderr}");
 }
 
 #[test]
