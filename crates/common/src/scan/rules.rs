@@ -526,6 +526,15 @@ mod tests {
     }
 
     #[test]
+    fn may_match_is_the_keyword_prefilter() {
+        let r = Rules::builtin();
+        assert!(!r.may_match(b"fn main() { println!(\"hello\"); }"));
+        assert!(r.may_match(b"let GHP_ = 1;"));
+        let always = Rules::from_gitleaks_toml("[[rules]]\nid = \"a\"\nregex = 'x'\n", false).unwrap();
+        assert!(always.may_match(b"anything"), "a rule without keywords runs on everything");
+    }
+
+    #[test]
     fn keyword_is_case_insensitive_but_regex_decides() {
         // The keyword occurs, the format does not: no finding.
         let text = "GHP_ is mentioned but no token follows";

@@ -36,6 +36,7 @@ pub struct ScanArgs {
     /// Files or directories to scan.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Report format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// A gitleaks-format rules TOML; extends the built-in rules unless --rules-replace.
