@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{Container, bin_dir, chown_for_bundle, docker_available, sidecar_image};
+use tests::{Container, bin_dir, chown_for_bundle, docker_available, make_ca, sidecar_image};
 
 fn bot_bottle(args: &[&str]) -> std::process::Output {
     Command::new(bin_dir().join("bot-bottle")).args(args).output().expect("running bot-bottle")
@@ -67,17 +67,7 @@ fn the_three_real_daemons_run_together_in_the_image() {
     // Per-bottle CA, as the orchestrator mints it.
     let ca = root.join("ca");
     std::fs::create_dir(&ca).unwrap();
-    let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=bot-bottle test CA", "-addext", "basicConstraints=critical,CA:TRUE"])
-        .args(["-addext", "keyUsage=critical,keyCertSign"])
-        .arg("-keyout")
-        .arg(ca.join("ca.key"))
-        .arg("-out")
-        .arg(ca.join("ca.crt"))
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    make_ca(&ca, "ca");
     chown_for_bundle(&ca);
     let egress = root.join("egress");
     std::fs::create_dir(&egress).unwrap();

@@ -9,38 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::{Container, chown_for_bundle, docker_available, sidecar_image};
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA (`name`.crt/.key) in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        &format!("/CN={name}"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        crt.to_str().unwrap(),
-    ]);
-}
+use tests::{Container, chown_for_bundle, docker_available, make_ca, openssl, sidecar_image};
 
 /// Runs curl through the proxy; returns (http_code, http_connect, body).
 fn curl(proxy: SocketAddr, ca: &Path, url: &str) -> (String, String, String) {

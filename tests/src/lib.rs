@@ -81,6 +81,38 @@ pub fn sidecar_image() -> String {
     .clone()
 }
 
+/// Runs the `openssl` CLI, failing the test with its stderr.
+pub fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A fresh P-256 CA (`name`.crt/.key) in `dir`, as the orchestrator mints a bottle's.
+pub fn make_ca(dir: &Path, name: &str) {
+    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
+    ]);
+}
+
 /// Makes `path` (and everything below it) owned by the bundle's uid, for rw bind mounts.
 pub fn chown_for_bundle(path: &Path) {
     let status = Command::new("chown")
