@@ -51,10 +51,20 @@ struct Opts {
     soak: bool,
 }
 
-/// A child process killed on drop.
+/// A child process stopped on drop: SIGTERM first (nginx's master then stops its workers; a
+/// SIGKILLed master would orphan them), SIGKILL after 5 s.
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
