@@ -3,11 +3,11 @@
 //! URL-safe, any alignment), hex and percent-encoded form, plus the shared token patterns.
 //!
 //! The proxy scans whole (decoded, bounded) request bodies at once, so a secret split across
-//! chunks or frames is seen whole.
+//! chunks is seen whole; WebSocket payloads go through one [`Engine::stream`] per connection.
 
 use common::Secret;
 use common::formats::routes::DlpDetector;
-use common::scan::{KnownSecrets, Rules};
+use common::scan::{KnownSecrets, Rules, StreamScanner};
 
 /// One match, with byte offsets into the scanned data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,18 @@ impl Engine {
             .collect();
         hits.sort_by_key(|h| (h.start, h.end));
         hits
+    }
+
+    /// A scanner for data that arrives in pieces (WebSocket frames) with the selected detectors:
+    /// 64 KiB windows with a 16 KiB overlap (a PEM key split anywhere is still seen), so it holds
+    /// at most 96 KiB whatever the stream's length.
+    pub fn stream(&self, detectors: &[DlpDetector]) -> StreamScanner<'_> {
+        StreamScanner::with_window(
+            detectors.contains(&DlpDetector::TokenPatterns).then_some(self.rules),
+            detectors.contains(&DlpDetector::KnownSecrets).then_some(&self.known),
+            64 * 1024,
+            16 * 1024,
+        )
     }
 }
 

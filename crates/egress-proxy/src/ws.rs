@@ -1,18 +1,23 @@
-//! WebSocket relay after an allowed upgrade. Server → client bytes are copied as they are;
-//! client → server frames are parsed, unmasked and DLP-scanned one whole frame at a time (with
-//! the tail of the previous frames, so a secret split across frames is still seen) before the
-//! frame is forwarded. A finding, an oversized frame or a frame with RSV bits (compression
-//! cannot be scanned; the proxy strips `Sec-WebSocket-Extensions` so none is negotiated) closes
-//! both sides. Limitation: when a secret is split across frames, the frames before the one that
-//! completes it have already gone out.
+//! WebSocket relay after an allowed upgrade. Only what leaves the bottle is scanned: server →
+//! client bytes are copied as they are. Client → server frames are read whole (at most
+//! `max_frame` bytes), unmasked, and every payload (control frames too, in wire order) is fed to
+//! one [`StreamScanner`](common::scan::StreamScanner) for the connection, so the payloads are
+//! scanned as one stream: bounded memory, and a secret split across the fragments of a message
+//! or across messages is seen whole. A frame is forwarded only after the scanner has looked at
+//! it together with the 16 KiB before it, so the frame that completes a secret never leaves; a
+//! finding closes both sides (the frames before it, which held only part of the secret, have
+//! gone out).
+//!
+//! Compression: the proxy removes `Sec-WebSocket-Extensions` from the upgrade request, so no
+//! extension is negotiated; should an upstream answer with one anyway, the client's compressed
+//! frames carry RSV1, and any frame with an RSV bit set is refused here (it cannot be scanned
+//! decoded), closing both sides. Nothing compressed passes unscanned.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::dlp::Engine;
 use common::formats::routes::DlpDetector;
-
-/// Bytes of earlier payloads kept to catch secrets split across frames.
-const CARRY: usize = 512;
+use common::scan::Finding;
 
 /// Why the client → server direction stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,7 +30,8 @@ pub enum Stop {
     Refused(String),
 }
 
-/// Relays client frames to `upstream` until the client closes or a frame is refused.
+/// Relays client frames to `upstream` until the client closes or a frame is refused. With
+/// `detectors`, every payload is DLP-scanned as part of one stream before its frame goes out.
 pub async fn client_to_upstream<R, W>(
     mut client: R,
     mut upstream: W,
@@ -37,8 +43,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut scanner = detectors.map(|d| engine.stream(d));
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
-    let mut carry: Vec<u8> = Vec::new();
+    let mut payload: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
         // Parse one frame header, reading more as needed.
@@ -50,36 +57,46 @@ where
             }
             let n = client.read(&mut chunk).await?;
             if n == 0 {
-                return Ok(Stop::Closed);
+                // Everything fed was already seen by `recent`; the final windows rarely add
+                // anything, but a finding is still worth an audit line.
+                let left = scanner.map(|s| s.finish()).unwrap_or_default();
+                return Ok(if left.is_empty() { Stop::Closed } else { Stop::Finding(rule_ids(left)) });
             }
             buf.extend_from_slice(&chunk[..n]);
         };
         if buf[0] & 0x70 != 0 {
-            return Ok(Stop::Refused("websocket frame with RSV bits (an extension) cannot be scanned".into()));
+            return Ok(Stop::Refused(
+                "websocket frame with RSV bits (a compression extension) cannot be scanned".into(),
+            ));
         }
-        if let Some(detectors) = detectors {
+        if let Some(scanner) = scanner.as_mut() {
             let (payload_at, mask) = payload_offset(&buf);
-            let mut scan = carry.clone();
-            let start = scan.len();
-            scan.extend_from_slice(&buf[payload_at..frame_len]);
+            payload.clear();
+            payload.extend_from_slice(&buf[payload_at..frame_len]);
             if let Some(m) = mask {
-                for (i, b) in scan[start..].iter_mut().enumerate() {
+                for (i, b) in payload.iter_mut().enumerate() {
                     *b ^= m[i % 4];
                 }
             }
-            let hits = engine.scan(detectors, &scan);
-            if !hits.is_empty() {
-                let mut ids: Vec<String> = hits.into_iter().map(|h| h.rule_id).collect();
-                ids.dedup();
-                return Ok(Stop::Finding(ids.join(", ")));
+            let since = scanner.total();
+            let mut found = scanner.feed(&payload);
+            found.extend(scanner.recent(since));
+            if !found.is_empty() {
+                return Ok(Stop::Finding(rule_ids(found)));
             }
-            let keep = scan.len().min(CARRY);
-            carry = scan[scan.len() - keep..].to_vec();
         }
         upstream.write_all(&buf[..frame_len]).await?;
         upstream.flush().await?;
         buf.drain(..frame_len);
     }
+}
+
+/// The distinct rule ids of `found`, for the audit line (never the values).
+fn rule_ids(found: Vec<Finding>) -> String {
+    let mut ids: Vec<String> = found.into_iter().map(|f| f.rule_id).collect();
+    ids.sort();
+    ids.dedup();
+    ids.join(", ")
 }
 
 /// Total size of the frame at the start of `buf`, once its header is complete.
@@ -128,9 +145,11 @@ mod tests {
     use common::Secret;
 
     const T: &str = "ws-secret-0123456789abcdef";
+    const BOTH: &[DlpDetector] = &[DlpDetector::KnownSecrets, DlpDetector::TokenPatterns];
 
-    fn frame(payload: &[u8], mask: [u8; 4], fin: bool) -> Vec<u8> {
-        let mut f = vec![if fin { 0x81 } else { 0x01 }];
+    /// A masked client frame with `opcode` (0 continuation, 1 text, 2 binary, 9 ping).
+    fn frame_op(opcode: u8, payload: &[u8], mask: [u8; 4], fin: bool) -> Vec<u8> {
+        let mut f = vec![if fin { 0x80 | opcode } else { opcode }];
         if payload.len() < 126 {
             f.push(0x80 | payload.len() as u8);
         } else {
@@ -142,20 +161,56 @@ mod tests {
         f
     }
 
-    async fn relay(input: Vec<u8>) -> (Stop, Vec<u8>) {
+    fn frame(payload: &[u8], mask: [u8; 4], fin: bool) -> Vec<u8> {
+        frame_op(1, payload, mask, fin)
+    }
+
+    /// Frames carrying `data` cut at `cuts`: one fragmented text message when `fragmented`,
+    /// else one whole text message per piece.
+    fn framed(data: &[u8], cuts: &[usize], fragmented: bool) -> Vec<Vec<u8>> {
+        let mut bounds = vec![0];
+        bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < data.len()));
+        bounds.push(data.len());
+        bounds.dedup();
+        let n = bounds.len() - 1;
+        (0..n)
+            .map(|i| {
+                let piece = &data[bounds[i]..bounds[i + 1]];
+                let mask = [i as u8, 0x5a, 0xa5, 0x0f ^ i as u8];
+                if fragmented {
+                    frame_op(if i == 0 { 1 } else { 0 }, piece, mask, i == n - 1)
+                } else {
+                    frame(piece, mask, true)
+                }
+            })
+            .collect()
+    }
+
+    async fn relay_with(input: Vec<u8>, detectors: &[DlpDetector]) -> (Stop, Vec<u8>) {
         let engine = Engine::new(&[Secret::new(T)]);
         let mut out = Vec::new();
-        let stop = client_to_upstream(&input[..], &mut out, &engine, Some(&[DlpDetector::KnownSecrets]), 1 << 16)
-            .await
-            .unwrap();
+        let stop = client_to_upstream(&input[..], &mut out, &engine, Some(detectors), 1 << 16).await.unwrap();
         (stop, out)
+    }
+
+    async fn relay(input: Vec<u8>) -> (Stop, Vec<u8>) {
+        relay_with(input, &[DlpDetector::KnownSecrets]).await
+    }
+
+    /// A fake PEM private key (built at run time, so the repository holds no key-shaped text).
+    fn pem_key() -> String {
+        let body: String = (0..1600u32).map(|i| char::from(b'A' + (i * 7 % 26) as u8)).collect();
+        let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        let kind = ["PRIVATE", "KEY"].join(" ");
+        format!("-----BEGIN RSA {kind}-----\n{}\n-----END RSA {kind}-----\n", lines.join("\n"))
     }
 
     #[tokio::test]
     async fn clean_frames_pass_byte_for_byte() {
         let mut input = frame(b"hello", [1, 2, 3, 4], true);
         input.extend(frame(&vec![b'x'; 300], [9, 8, 7, 6], true));
-        let (stop, out) = relay(input.clone()).await;
+        input.extend(frame_op(9, b"ping", [3, 3, 3, 3], true));
+        let (stop, out) = relay_with(input.clone(), BOTH).await;
         assert_eq!(stop, Stop::Closed);
         assert_eq!(out, input);
     }
@@ -171,19 +226,78 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn secret_split_across_frames_stops_the_second() {
+    async fn secret_split_across_fragments_or_messages_stops_the_frame_that_completes_it() {
         let (a, b) = T.split_at(10);
-        let mut input = frame(a.as_bytes(), [1, 1, 1, 1], false);
-        input.extend(frame(b.as_bytes(), [2, 2, 2, 2], true));
-        let (stop, _) = relay(input).await;
-        assert_eq!(stop, Stop::Finding("known-secret".into()));
+        for fragmented in [true, false] {
+            let frames = framed(format!("say {a}{b} now").as_bytes(), &[4 + a.len()], fragmented);
+            let (stop, out) = relay(frames.concat()).await;
+            assert_eq!(stop, Stop::Finding("known-secret".into()), "fragmented {fragmented}");
+            assert_eq!(out, frames[0], "fragmented {fragmented}: only the first part went out");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pem_key_split_across_frames_is_found() {
+        // Far longer than the 512 bytes the relay used to carry from one frame to the next.
+        let key = pem_key();
+        let data = format!("config follows\n{key}done");
+        // The END line is split between the last two frames.
+        let frames = framed(data.as_bytes(), &[100, 1200, data.len() - 20], false);
+        let (stop, out) = relay_with(frames.concat(), BOTH).await;
+        assert_eq!(stop, Stop::Finding("private-key".into()));
+        assert!(out == frames[..3].concat(), "the frame completing the END line must not go out");
+    }
+
+    #[tokio::test]
+    async fn same_verdict_and_cut_whatever_the_framing() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("xy{T}z"));
+        for (i, secret) in [T.to_string(), hex::encode(T), b64].into_iter().enumerate() {
+            let data = format!("{}{secret}{}", "lorem ipsum ".repeat(40 * i + 3), " dolor".repeat(20));
+            // Where the finding ends (for base64, the characters the token alone determines).
+            let secret_end = Engine::new(&[Secret::new(T)]).scan(&[DlpDetector::KnownSecrets], data.as_bytes())[0].end;
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ i as u64;
+            for round in 0..40 {
+                let mut cuts = Vec::new();
+                let mut at = 0;
+                while at < data.len() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    at += 1 + (x % if round % 2 == 0 { 7 } else { 90 }) as usize;
+                    cuts.push(at);
+                }
+                let fragmented = round % 3 != 0;
+                let frames = framed(data.as_bytes(), &cuts, fragmented);
+                let (stop, out) = relay(frames.concat()).await;
+                assert_eq!(stop, Stop::Finding("known-secret".into()), "secret {i} round {round}");
+                // Frames up to (not including) the one holding the secret's last byte went out.
+                let mut bounds = vec![0];
+                bounds.extend(cuts.iter().copied().filter(|&c| c < data.len()));
+                let holding = bounds.iter().filter(|&&b| b < secret_end).count() - 1;
+                assert!(
+                    out == frames[..holding].concat(),
+                    "secret {i} round {round}: {} bytes out; want the {holding} frames before the one completing it",
+                    out.len()
+                );
+            }
+        }
     }
 
     #[tokio::test]
     async fn compressed_and_oversized_frames_are_refused() {
         let mut f = frame(b"x", [0; 4], true);
         f[0] |= 0x40;
-        assert!(matches!(relay(f).await.0, Stop::Refused(_)));
+        let (stop, out) = relay(f).await;
+        assert!(matches!(stop, Stop::Refused(ref why) if why.contains("RSV")), "{stop:?}");
+        assert!(out.is_empty());
+        // Also when DLP is off for the route: a compressed frame is never relayed.
+        let mut f = frame(b"x", [0; 4], true);
+        f[0] |= 0x40;
+        let mut out = Vec::new();
+        let r = client_to_upstream(&f[..], &mut out, &Engine::new(&[]), None, 1000).await.unwrap();
+        assert!(matches!(r, Stop::Refused(_)));
+        assert!(out.is_empty());
         let engine = Engine::new(&[]);
         let big = frame(&vec![0u8; 2000], [0; 4], true);
         let r = client_to_upstream(&big[..], Vec::new(), &engine, None, 1000).await;

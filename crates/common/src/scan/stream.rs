@@ -73,6 +73,42 @@ impl<'a> StreamScanner<'a> {
         out
     }
 
+    /// Bytes fed so far (the absolute offset the next chunk starts at).
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Early findings, for a caller that must decide before it passes on what it just fed (a
+    /// WebSocket relay holds each frame until this says it is clean): every match in the
+    /// buffered bytes from `overlap` bytes before absolute offset `since` (the [`total`] before
+    /// the newest chunks were fed) to the end. So a call costs the overlap plus the new bytes,
+    /// not the window, and a secret no longer than the overlap is reported by the call made
+    /// after the chunk that holds its last byte (or the byte its rule needs after it). Findings
+    /// are in absolute offsets; they are provisional (a rule anchored on the end of its input may
+    /// match here and not once more input follows) and may repeat earlier ones, including ones
+    /// [`feed`](Self::feed) returned.
+    ///
+    /// [`total`]: Self::total
+    pub fn recent(&self, since: usize) -> Vec<Finding> {
+        let from = since.min(self.total).saturating_sub(self.overlap).max(self.base);
+        let (before, data) = self.buf.split_at(from - self.base);
+        let mut found = Vec::new();
+        if let Some(r) = self.rules {
+            r.scan_into(data, Context::default(), &mut found);
+        }
+        if let Some(k) = self.known {
+            k.scan_into(data, &mut found);
+        }
+        for f in &mut found {
+            f.start += from;
+            f.end += from;
+        }
+        found.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
+        let lines = self.lines_before + before.iter().filter(|&&b| b == b'\n').count();
+        assign_lines(data, &mut found, from, lines);
+        found
+    }
+
     /// Scan the current window over what is buffered, keep the findings it owns, advance.
     fn scan_window(&mut self, out: &mut Vec<Finding>) {
         let owned_start = self.window * self.step;
@@ -212,6 +248,62 @@ mod tests {
             assert_eq!(f.len(), 1, "split {split}: {f:?}");
             assert_eq!((f[0].start, f[0].end, f[0].line), (1001, 1001 + token.len(), 1001));
         }
+    }
+
+    #[test]
+    fn recent_reports_a_secret_with_the_chunk_that_completes_it() {
+        let known_value = ["kn", "own-", "Vx81qZ"].concat();
+        let known = KnownSecrets::new([Secret::new(known_value.clone())]);
+        let token = Rng(11).token(&["gh", "p_"].concat(), 36);
+        let rules = Rules::builtin();
+        // Long clean runs between the secrets make windows close (and drain) in between.
+        let mut data = vec![b'.'; 3000];
+        let known_at = data.len();
+        data.extend(known_value.as_bytes());
+        data.extend(vec![b' '; 2500]);
+        let token_at = data.len();
+        data.extend(token.as_bytes());
+        data.extend(b" and some more text\n");
+        let whole = scan_all(Some(rules), Some(&known), &data);
+        assert_eq!(whole.len(), 2, "{whole:?}");
+        for seed in 0..16 {
+            let mut cuts = Rng(0x9e37_79b9 + seed);
+            let mut s = StreamScanner::with_window(Some(rules), Some(&known), 1024, 128);
+            let mut seen: Vec<Finding> = Vec::new();
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let n = (cuts.below(200) + 1).min(rest.len());
+                let since = s.total();
+                seen.extend(s.feed(&rest[..n]));
+                let early = s.recent(since);
+                for f in &whole {
+                    let completed = f.end <= s.total() && f.end > since;
+                    if completed {
+                        assert!(early.contains(f), "seed {seed}: {f:?} not reported early: {early:?}");
+                    }
+                }
+                for f in &early {
+                    assert!(f.end <= s.total(), "seed {seed}: {f:?} reported before its bytes");
+                }
+                seen.extend(early);
+                rest = &rest[n..];
+            }
+            assert!(seen.iter().any(|f| f.start == known_at && f.rule_id == "known-secret"), "seed {seed}");
+            assert!(seen.iter().any(|f| f.start == token_at && f.rule_id == "github-pat"), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn recent_costs_the_overlap_not_the_window() {
+        let rules = Rules::builtin();
+        let token = Rng(5).token(&["gh", "p_"].concat(), 36);
+        let mut s = StreamScanner::with_window(Some(rules), None, 4096, 256);
+        s.feed(format!("{token} ").as_bytes());
+        s.feed(&[b'a'; 1000]);
+        let since = s.total();
+        s.feed(b"fresh");
+        assert!(s.recent(since).is_empty(), "the token is more than the overlap before the fresh bytes");
+        assert_eq!(s.recent(0).len(), 1, "still buffered, so a wider look finds it");
     }
 
     #[test]
