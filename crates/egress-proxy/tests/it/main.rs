@@ -5,6 +5,8 @@
 mod binary;
 mod dlp;
 mod limits;
+mod plain_tunnel;
 mod policy;
 mod reload;
 mod support;
+mod websocket;
