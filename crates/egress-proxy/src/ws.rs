@@ -3,10 +3,10 @@
 //! `max_frame` bytes), unmasked, and every payload (control frames too, in wire order) is fed to
 //! one [`StreamScanner`](common::scan::StreamScanner) for the connection, so the payloads are
 //! scanned as one stream: bounded memory, and a secret split across the fragments of a message
-//! or across messages is seen whole. A frame is forwarded only after the scanner has looked at
-//! it together with the 16 KiB before it, so the frame that completes a secret never leaves; a
-//! finding closes both sides (the frames before it, which held only part of the secret, have
-//! gone out).
+//! or across messages is seen whole. Frames are forwarded only after the scanner has looked at
+//! them together with the 16 KiB before them (all the whole frames one read brought in, as one
+//! batch), so the frame that completes a secret never leaves; a finding closes both sides (the
+//! frames before it, which held only part of the secret, may have gone out).
 //!
 //! Compression: the proxy removes `Sec-WebSocket-Extensions` from the upgrade request, so no
 //! extension is negotiated; should an upstream answer with one anyway, the client's compressed
@@ -48,13 +48,8 @@ where
     let mut payload: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        // Parse one frame header, reading more as needed.
-        let frame_len = loop {
-            if let Some(n) = frame_size(&buf, max_frame)?
-                && buf.len() >= n
-            {
-                break n;
-            }
+        // Read until at least one whole frame is buffered.
+        while frame_size(&buf, max_frame)?.is_none_or(|n| buf.len() < n) {
             let n = client.read(&mut chunk).await?;
             if n == 0 {
                 // Everything fed was already seen by `recent`; the final windows rarely add
@@ -63,31 +58,50 @@ where
                 return Ok(if left.is_empty() { Stop::Closed } else { Stop::Finding(rule_ids(left)) });
             }
             buf.extend_from_slice(&chunk[..n]);
-        };
-        if buf[0] & 0x70 != 0 {
-            return Ok(Stop::Refused(
-                "websocket frame with RSV bits (a compression extension) cannot be scanned".into(),
-            ));
         }
-        if let Some(scanner) = scanner.as_mut() {
-            let (payload_at, mask) = payload_offset(&buf);
-            payload.clear();
-            payload.extend_from_slice(&buf[payload_at..frame_len]);
-            if let Some(m) = mask {
-                for (i, b) in payload.iter_mut().enumerate() {
-                    *b ^= m[i % 4];
+        // Every whole frame buffered is one batch: a burst of small frames costs one look-back
+        // scan, and a finding anywhere in it holds the whole batch back.
+        let since = scanner.as_ref().map_or(0, |s| s.total());
+        let mut found = Vec::new();
+        let mut end = 0;
+        let mut refused = None;
+        while let Some(n) = frame_size(&buf[end..], max_frame)?
+            && buf.len() - end >= n
+        {
+            let frame = &buf[end..end + n];
+            if frame[0] & 0x70 != 0 {
+                refused = Some(Stop::Refused(
+                    "websocket frame with RSV bits (a compression extension) cannot be scanned".into(),
+                ));
+                break;
+            }
+            if let Some(scanner) = scanner.as_mut() {
+                let (payload_at, mask) = payload_offset(frame);
+                payload.clear();
+                payload.extend_from_slice(&frame[payload_at..]);
+                if let Some(m) = mask {
+                    for (i, b) in payload.iter_mut().enumerate() {
+                        *b ^= m[i % 4];
+                    }
                 }
+                found.extend(scanner.feed(&payload));
             }
-            let since = scanner.total();
-            let mut found = scanner.feed(&payload);
-            found.extend(scanner.recent(since));
-            if !found.is_empty() {
-                return Ok(Stop::Finding(rule_ids(found)));
-            }
+            end += n;
         }
-        upstream.write_all(&buf[..frame_len]).await?;
-        upstream.flush().await?;
-        buf.drain(..frame_len);
+        if let Some(scanner) = scanner.as_ref() {
+            found.extend(scanner.recent(since));
+        }
+        if !found.is_empty() {
+            return Ok(Stop::Finding(rule_ids(found)));
+        }
+        if end > 0 {
+            upstream.write_all(&buf[..end]).await?;
+            upstream.flush().await?;
+            buf.drain(..end);
+        }
+        if let Some(stop) = refused {
+            return Ok(stop);
+        }
     }
 }
 
@@ -186,15 +200,37 @@ mod tests {
             .collect()
     }
 
-    async fn relay_with(input: Vec<u8>, detectors: &[DlpDetector]) -> (Stop, Vec<u8>) {
+    /// A client whose every `read` returns the next element (as a socket would return what
+    /// arrived in one packet).
+    struct Reads(std::collections::VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Reads {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if let Some(mut r) = self.0.pop_front() {
+                let n = r.len().min(buf.remaining());
+                buf.put_slice(&r[..n]);
+                if n < r.len() {
+                    self.0.push_front(r.split_off(n));
+                }
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn relay_with(reads: Vec<Vec<u8>>, detectors: &[DlpDetector]) -> (Stop, Vec<u8>) {
         let engine = Engine::new(&[Secret::new(T)]);
         let mut out = Vec::new();
-        let stop = client_to_upstream(&input[..], &mut out, &engine, Some(detectors), 1 << 16).await.unwrap();
+        let stop = client_to_upstream(Reads(reads.into()), &mut out, &engine, Some(detectors), 1 << 16).await.unwrap();
         (stop, out)
     }
 
-    async fn relay(input: Vec<u8>) -> (Stop, Vec<u8>) {
-        relay_with(input, &[DlpDetector::KnownSecrets]).await
+    /// Relays `reads` with the known-secrets detector.
+    async fn relay(reads: Vec<Vec<u8>>) -> (Stop, Vec<u8>) {
+        relay_with(reads, &[DlpDetector::KnownSecrets]).await
     }
 
     /// A fake PEM private key (built at run time, so the repository holds no key-shaped text).
@@ -210,19 +246,21 @@ mod tests {
         let mut input = frame(b"hello", [1, 2, 3, 4], true);
         input.extend(frame(&vec![b'x'; 300], [9, 8, 7, 6], true));
         input.extend(frame_op(9, b"ping", [3, 3, 3, 3], true));
-        let (stop, out) = relay_with(input.clone(), BOTH).await;
-        assert_eq!(stop, Stop::Closed);
-        assert_eq!(out, input);
+        // Whole, and dribbled in 3-byte reads that cut headers and payloads anywhere.
+        for reads in [vec![input.clone()], input.chunks(3).map(<[u8]>::to_vec).collect()] {
+            let (stop, out) = relay_with(reads, BOTH).await;
+            assert_eq!(stop, Stop::Closed);
+            assert_eq!(out, input);
+        }
     }
 
     #[tokio::test]
     async fn masked_secret_is_found_and_not_forwarded() {
-        let mut input = frame(b"first", [1, 2, 3, 4], true);
-        let clean_len = input.len();
-        input.extend(frame(format!("leak {T}").as_bytes(), [0xaa, 0x55, 0x0f, 0xf0], true));
-        let (stop, out) = relay(input).await;
+        let first = frame(b"first", [1, 2, 3, 4], true);
+        let leak = frame(format!("leak {T}").as_bytes(), [0xaa, 0x55, 0x0f, 0xf0], true);
+        let (stop, out) = relay(vec![first.clone(), leak]).await;
         assert_eq!(stop, Stop::Finding("known-secret".into()));
-        assert_eq!(out.len(), clean_len, "only the clean frame went out");
+        assert_eq!(out, first, "only the clean frame went out");
     }
 
     #[tokio::test]
@@ -230,7 +268,7 @@ mod tests {
         let (a, b) = T.split_at(10);
         for fragmented in [true, false] {
             let frames = framed(format!("say {a}{b} now").as_bytes(), &[4 + a.len()], fragmented);
-            let (stop, out) = relay(frames.concat()).await;
+            let (stop, out) = relay(frames.clone()).await;
             assert_eq!(stop, Stop::Finding("known-secret".into()), "fragmented {fragmented}");
             assert_eq!(out, frames[0], "fragmented {fragmented}: only the first part went out");
         }
@@ -243,7 +281,7 @@ mod tests {
         let data = format!("config follows\n{key}done");
         // The END line is split between the last two frames.
         let frames = framed(data.as_bytes(), &[100, 1200, data.len() - 20], false);
-        let (stop, out) = relay_with(frames.concat(), BOTH).await;
+        let (stop, out) = relay_with(frames.clone(), BOTH).await;
         assert_eq!(stop, Stop::Finding("private-key".into()));
         assert!(out == frames[..3].concat(), "the frame completing the END line must not go out");
     }
@@ -269,7 +307,7 @@ mod tests {
                 }
                 let fragmented = round % 3 != 0;
                 let frames = framed(data.as_bytes(), &cuts, fragmented);
-                let (stop, out) = relay(frames.concat()).await;
+                let (stop, out) = relay(frames.clone()).await;
                 assert_eq!(stop, Stop::Finding("known-secret".into()), "secret {i} round {round}");
                 // Frames up to (not including) the one holding the secret's last byte went out.
                 let mut bounds = vec![0];
@@ -285,12 +323,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn frames_that_arrive_together_are_one_batch() {
+        let (a, b) = T.split_at(10);
+        let hello = frame(b"hello", [1, 2, 3, 4], true);
+        let clean = frame(b"clean one", [5; 4], true);
+        let part = frame(format!("x {a}").as_bytes(), [6; 4], true);
+        let completes = frame(format!("{b} y").as_bytes(), [7; 4], true);
+        // A clean burst goes out whole.
+        let (stop, out) = relay(vec![hello.clone(), [clean.clone(), part.clone()].concat()]).await;
+        assert_eq!((stop, out), (Stop::Closed, [hello.clone(), clean.clone(), part.clone()].concat()));
+        // A burst holding the frame that completes a secret is held back whole, with the clean
+        // frame that came in with it.
+        let first = [hello.clone(), part.clone()].concat();
+        let (stop, out) = relay(vec![first.clone(), [completes.clone(), clean.clone()].concat()]).await;
+        assert_eq!(stop, Stop::Finding("known-secret".into()));
+        assert!(out == first, "{} bytes out", out.len());
+        // Read by read, the clean frame ahead of the completing one goes out.
+        let (stop, out) = relay(vec![hello.clone(), part.clone(), completes, clean]).await;
+        assert_eq!(stop, Stop::Finding("known-secret".into()));
+        assert!(out == [hello, part].concat(), "{} bytes out", out.len());
+    }
+
+    #[tokio::test]
     async fn compressed_and_oversized_frames_are_refused() {
         let mut f = frame(b"x", [0; 4], true);
         f[0] |= 0x40;
-        let (stop, out) = relay(f).await;
+        let (stop, out) = relay(vec![f.clone()]).await;
         assert!(matches!(stop, Stop::Refused(ref why) if why.contains("RSV")), "{stop:?}");
         assert!(out.is_empty());
+        // Clean frames ahead of it in the same read go out; the compressed one never does.
+        let clean = frame(b"clean", [4; 4], true);
+        let (stop, out) = relay(vec![[clean.clone(), f.clone(), clean.clone()].concat()]).await;
+        assert!(matches!(stop, Stop::Refused(_)), "{stop:?}");
+        assert_eq!(out, clean);
         // Also when DLP is off for the route: a compressed frame is never relayed.
         let mut f = frame(b"x", [0; 4], true);
         f[0] |= 0x40;

@@ -307,6 +307,34 @@ mod tests {
     }
 
     #[test]
+    fn recent_reports_a_long_match_with_the_chunk_that_completes_it() {
+        // A PEM block fed in small chunks is reported with the chunk that completes its END
+        // line, never earlier: the look-back reaches its BEGIN line, ~2 KiB and many calls back.
+        let kind = ["PRIVATE", "KEY"].join(" ");
+        let body: Vec<String> =
+            (0..30u8).map(|i| std::iter::repeat_n(char::from(b'A' + i % 26), 64).collect()).collect();
+        let pem = format!("-----BEGIN {kind}-----\n{}\n-----END {kind}-----\n", body.join("\n"));
+        let mut data = b"x".repeat(5000);
+        data.extend(pem.as_bytes());
+        data.extend(b"y".repeat(3000));
+        let end = 5000 + pem.len() - 1;
+        let rules = Rules::builtin();
+        for chunk in [1, 7, 64, 1000] {
+            let mut s = StreamScanner::with_window(Some(rules), None, 4096, 4096);
+            let mut first = None;
+            for c in data.chunks(chunk) {
+                let since = s.total();
+                s.feed(c);
+                if first.is_none() && s.recent(since).iter().any(|f| f.rule_id == "private-key") {
+                    first = Some(s.total());
+                }
+            }
+            let first = first.unwrap_or_else(|| panic!("chunk {chunk}: the key was never reported"));
+            assert!(first >= end && first < end + chunk, "chunk {chunk}: reported at {first}, key ends at {end}");
+        }
+    }
+
+    #[test]
     fn buffer_stays_bounded() {
         let rules = Rules::builtin();
         let mut s = StreamScanner::with_window(Some(rules), None, 4096, 512);
