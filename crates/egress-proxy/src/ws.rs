@@ -1,12 +1,13 @@
-//! WebSocket relay after an allowed upgrade. Only what leaves the bottle is scanned: server →
-//! client bytes are copied as they are. Client → server frames are read whole (at most
+//! WebSocket relay after an allowed upgrade (the server → client half is a plain copy in
+//! `proxy.rs`). Client → server frames are read whole (at most
 //! `max_frame` bytes), unmasked, and every payload (control frames too, in wire order) is fed to
 //! one [`StreamScanner`](common::scan::StreamScanner) for the connection, so the payloads are
 //! scanned as one stream: bounded memory, and a secret split across the fragments of a message
 //! or across messages is seen whole. Frames are forwarded only after the scanner has looked at
-//! them together with the 16 KiB before them (all the whole frames one read brought in, as one
-//! batch), so the frame that completes a secret never leaves; a finding closes both sides (the
-//! frames before it, which held only part of the secret, may have gone out).
+//! them together with the 16 KiB before them (every whole frame buffered at that point, as one
+//! batch, so a burst of small frames costs one look-back), so the frame that completes a secret
+//! never leaves; a finding closes both sides (frames before it, which held only part of the
+//! secret, may have gone out). Server → client is inbound and not scanned.
 //!
 //! Compression: the proxy removes `Sec-WebSocket-Extensions` from the upgrade request, so no
 //! extension is negotiated; should an upstream answer with one anyway, the client's compressed
