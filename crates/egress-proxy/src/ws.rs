@@ -1,6 +1,6 @@
 //! WebSocket relay after an allowed upgrade (the server → client half is a plain copy in
-//! `proxy.rs`). Client → server frames are read whole (at most
-//! `max_frame` bytes), unmasked, and every payload (control frames too, in wire order) is fed to
+//! `proxy.rs`). Client → server frames are read whole (at most `max_frame` bytes), unmasked,
+//! and every payload (control frames too, in wire order) is fed to
 //! one [`StreamScanner`](common::scan::StreamScanner) for the connection, so the payloads are
 //! scanned as one stream: bounded memory, and a secret split across the fragments of a message
 //! or across messages is seen whole. Frames are forwarded only after the scanner has looked at
