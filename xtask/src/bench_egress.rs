@@ -168,6 +168,7 @@ fn nginx(dir: &Path, name: &str, server: &str) -> anyhow::Result<Proc> {
             "daemon off; worker_processes auto; pid {d}/{name}.pid; error_log {d}/{name}.err warn;\n\
              events {{ worker_connections 4096; }}\n\
              http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 60s;\n\
+               ssl_protocols TLSv1.2 TLSv1.3;\n\
                client_body_temp_path {d}/{name}-body; proxy_temp_path {d}/{name}-proxy;\n\
                fastcgi_temp_path {d}/{name}-fcgi; uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n\
                ssl_session_cache shared:{name}:10m;\n\
@@ -216,7 +217,15 @@ fn client_tls(ca_pems: &[PathBuf]) -> anyhow::Result<tokio_rustls::TlsConnector>
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn open(t: &Target) -> anyhow::Result<Sender> {
+/// What the load generator's TLS handshake came to.
+#[derive(Clone, Copy)]
+struct Handshake {
+    resumed: bool,
+    tls13: bool,
+}
+
+/// Opens a connection and says how its TLS handshake went.
+async fn open(t: &Target) -> anyhow::Result<(Sender, Handshake)> {
     let mut tcp = TcpStream::connect(t.addr).await?;
     tcp.set_nodelay(true)?;
     if let Some(auth) = &t.connect {
@@ -240,9 +249,13 @@ async fn open(t: &Target) -> anyhow::Result<Sender> {
         }
     }
     let tls = t.tls.connect(t.sni.clone(), tcp).await?;
+    let hs = Handshake {
+        resumed: tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        tls13: tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3),
+    };
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(conn);
-    Ok(send)
+    Ok((send, hs))
 }
 
 async fn one(send: &mut Sender, t: &Target) -> anyhow::Result<()> {
@@ -268,6 +281,11 @@ struct Stats {
     secs: f64,
     lat_us: Vec<u32>,
     first_error: Option<String>,
+    /// TLS handshakes by the load generator: full and resumed.
+    full: u64,
+    resumed: u64,
+    /// Handshakes that negotiated TLS 1.2 (the rest were TLS 1.3).
+    tls12: u64,
 }
 
 impl Stats {
@@ -299,7 +317,16 @@ async fn load(t: &Target, clients: usize, keepalive: bool, secs: u64, max: u64) 
                 let r = async {
                     let mut c = match conn.take() {
                         Some(c) => c,
-                        None => open(&t).await?,
+                        None => {
+                            let (c, hs) = open(&t).await?;
+                            s.tls12 += u64::from(!hs.tls13);
+                            if hs.resumed {
+                                s.resumed += 1;
+                            } else {
+                                s.full += 1;
+                            }
+                            c
+                        }
                     };
                     one(&mut c, &t).await?;
                     if keepalive {
@@ -328,6 +355,9 @@ async fn load(t: &Target, clients: usize, keepalive: bool, secs: u64, max: u64) 
         if let Ok(s) = task.await {
             all.ok += s.ok;
             all.errors += s.errors;
+            all.full += s.full;
+            all.resumed += s.resumed;
+            all.tls12 += s.tls12;
             all.lat_us.extend(s.lat_us);
             if all.first_error.is_none() {
                 all.first_error = s.first_error;
@@ -348,6 +378,39 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// Clock ticks per second of /proc times.
+fn clk_tck() -> u64 {
+    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        sh(Command::new("getconf").arg("CLK_TCK")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(100)
+    })
+}
+
+/// (user + system ticks, parent pid) of one process, its exited threads included.
+fn stat_ticks(pid: u32) -> Option<(u64, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm) ": state ppid ... utime (index 11) stime (index 12).
+    let f: Vec<&str> = s.get(s.rfind(')')? + 2..)?.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((ticks, f.get(1)?.parse().ok()?))
+}
+
+/// CPU ticks of `pid` plus its live children (nginx's master and its workers).
+fn cpu_ticks(pid: u32) -> u64 {
+    let mut total = stat_ticks(pid).map_or(0, |(t, _)| t);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+                && let Some((t, ppid)) = stat_ticks(child)
+                && ppid == pid
+            {
+                total += t;
+            }
+        }
+    }
+    total
 }
 
 fn workspace_root() -> PathBuf {
@@ -376,7 +439,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
 
     // The upstream: nginx TLS, a tiny fixed answer.
     let up_port = free_port()?;
-    let _up = nginx(
+    let up = nginx(
         dir,
         "upstream",
         &format!(
@@ -386,7 +449,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     )?;
     // (d) nginx TLS-terminating reverse proxy to the same upstream, verifying it.
     let rp_port = free_port()?;
-    let _rp = nginx(
+    let rp = nginx(
         dir,
         "rproxy",
         &format!(
@@ -484,7 +547,10 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
             },
         ),
     ];
-    if let Some((_, port)) = &mitm {
+    // Whose CPU time counts as "the proxy" for each contender.
+    let mut proxy_pids: Vec<Option<u32>> = vec![None, Some(eg_pid)];
+    if let Some((child, port)) = &mitm {
+        proxy_pids.push(Some(child.0.id()));
         wait_port(*port, "mitmdump").await?;
         let ca = dir.join("mitm/mitmproxy-ca-cert.pem");
         for _ in 0..100 {
@@ -504,6 +570,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
             },
         ));
     }
+    proxy_pids.push(Some(rp.0.id()));
     targets.push((
         "nginx double-TLS",
         Target {
@@ -516,7 +583,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     ));
     // Sanity: every contender answers 200 before measuring.
     for (name, t) in &targets {
-        let mut s = open(t).await.with_context(|| format!("{name}: first connection"))?;
+        let (mut s, _) = open(t).await.with_context(|| format!("{name}: first connection"))?;
         one(&mut s, t).await.with_context(|| format!("{name}: first request"))?;
     }
 
@@ -531,21 +598,43 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<18} {:>7} {:>10} {:>10} {:>9} {:>9} {:>7}",
-        "contender", "clients", "conn", "req/s", "p50 ms", "p99 ms", "errors"
+        "{:<18} {:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4}",
+        "contender",
+        "clients",
+        "conn",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "proxy us",
+        "upstrm us",
+        "loadgen us",
+        "full/resumed",
+        "tls"
+    );
+    println!(
+        "(us = CPU microseconds per request, user + system, of the proxy, the nginx upstream, the load generator)"
     );
     let mut table: Vec<(String, usize, bool, f64, f64)> = Vec::new();
     for (keepalive, clients) in [(true, 64), (true, 1), (false, 64), (false, 1)] {
         if opts.mode.as_deref().is_some_and(|m| (m == "new") == keepalive) {
             continue;
         }
-        for (name, t) in &targets {
+        for ((name, t), proxy_pid) in targets.iter().zip(&proxy_pids) {
             if opts.only.as_deref().is_some_and(|o| !name.contains(o)) {
                 continue;
             }
+            // The load generator's own process only: the proxies are its children.
+            let me = || stat_ticks(std::process::id()).map_or(0, |(t, _)| t);
+            let before = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
             let s = load(t, clients, keepalive, opts.secs, opts.requests).await;
+            let after = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
+            let per_req = |i: usize| {
+                let us = (after[i] - before[i]) as f64 * 1e6 / clk_tck() as f64 / s.ok.max(1) as f64;
+                if i == 0 && proxy_pid.is_none() { "-".to_string() } else { format!("{us:.1}") }
+            };
             println!(
-                "{:<18} {:>7} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>7}{}",
+                "{:<18} {:>7} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4}{}",
                 name,
                 clients,
                 if keepalive { "keep-alive" } else { "new" },
@@ -553,6 +642,15 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 s.pct(0.5),
                 s.pct(0.99),
                 s.errors,
+                per_req(0),
+                per_req(1),
+                per_req(2),
+                format!("{}/{}", s.full, s.resumed),
+                match (s.tls12, s.full + s.resumed) {
+                    (0, _) => "1.3",
+                    (n, all) if n == all => "1.2",
+                    _ => "mix",
+                },
                 s.first_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
             );
             table.push((name.to_string(), clients, keepalive, s.rps(), s.pct(0.5)));
