@@ -5,8 +5,8 @@
 //! hudsucker).
 //!
 //! Code map: [`config`] flags → validated [`Config`]; [`policy`] the pure decision;
-//! [`proxy`] the plumbing; [`tls`] leaf minting and upstream trust; [`upstream`] the pooled
-//! client; [`body`] bounded collection and decoding; [`dlp`] secret matching; [`audit`] the
+//! [`proxy`] the plumbing; [`tls`] leaf minting and upstream trust; [`upstream`] the
+//! connection pool; [`body`] bounded collection and decoding; [`dlp`] secret matching; [`audit`] the
 //! JSON-lines log; [`reload`] the routes watcher; [`ws`] the scanned WebSocket relay.
 
 pub mod audit;
@@ -65,7 +65,7 @@ pub async fn serve(
     let proxy = Arc::new(Proxy {
         live: RwLock::new(Arc::new(live(routes, tokens, &extra_secrets))),
         mint,
-        client: upstream::client(connector),
+        upstream: upstream::Pool::new(connector, 256, std::time::Duration::from_secs(60)),
         ws_client: upstream::client(ws_connector),
         audit: audit::Audit::new(bottle.clone(), audit),
         queue,

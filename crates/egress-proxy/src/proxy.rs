@@ -35,7 +35,7 @@ use crate::config::Limits;
 use crate::dlp::{self, Engine, Hit};
 use crate::policy::{Decision, Deny, RequestFacts, RequestLine, Via, decide};
 use crate::tls::Mint;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{Pool, UpstreamClient};
 
 /// The magic host answered by the proxy itself.
 pub const MAGIC_HOST: &str = "_egress.local";
@@ -51,7 +51,7 @@ pub struct Live {
 pub struct Proxy {
     pub live: RwLock<Arc<Live>>,
     pub mint: Mint,
-    pub client: UpstreamClient,
+    pub upstream: Arc<Pool>,
     pub ws_client: UpstreamClient,
     pub audit: Audit,
     pub queue: Option<common::queue::Queue>,
@@ -884,7 +884,7 @@ impl Proxy {
         }
 
         let out = Request::from_parts(parts, body_out);
-        match self.client.request(out).await {
+        match self.upstream.request(out).await {
             Ok(resp) => {
                 let (mut p, b) = resp.into_parts();
                 strip_hop_by_hop(&mut p.headers);
@@ -904,7 +904,7 @@ async fn drain(b: Incoming) {
     let _ = tokio::time::timeout(Duration::from_secs(2), body::collect(b, 1 << 20)).await;
 }
 
-fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
+fn upstream_error(host: &str, e: &dyn std::error::Error) -> Response<ProxyBody> {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {

@@ -1,6 +1,13 @@
-//! Re-originating requests to upstreams: a hyper-util pooled client over our own connector
-//! (TCP, then rustls with full verification for `https`), ALPN h2 + http/1.1; plus an
-//! http/1.1-only client for WebSocket upgrades (an upgrade needs an HTTP/1.1 connection).
+//! Re-originating requests to upstreams over our own connector (TCP, then rustls with full
+//! verification for `https`), ALPN h2 + http/1.1: [`Pool`] keeps idle HTTP/1.1 connections
+//! and one shared h2 connection per upstream; plus a hyper-util pooled client, http/1.1 only,
+//! for WebSocket upgrades (an upgrade needs an HTTP/1.1 connection).
+//!
+//! Why not the hyper-util pooled client for every request: per request it builds a lazy
+//! connect future, and for HTTP/1.1 spawns a task that waits for the connection to be ready
+//! again before it goes back to the pool. [`Pool`] instead puts the connection back the moment
+//! the response body has been read to its end (measured: fewer CPU microseconds per proxied
+//! request). A connection goes back only after a complete response; anything else drops it.
 //!
 //! Name resolution goes through the system resolver, except for `--resolve HOST=IP` overrides
 //! (tests and benchmarks point names at loopback with them). A DNS answer that points at
@@ -11,11 +18,16 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http::Uri;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -195,6 +207,239 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         Box::pin(self.clone().connect(uri))
+    }
+}
+
+/// Why an upstream request failed (the message names the step).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0}")]
+    Connect(io::Error),
+    #[error("http handshake")]
+    Handshake(#[source] hyper::Error),
+    #[error("request")]
+    Send(#[source] hyper::Error),
+    #[error("bad upstream URI {0}")]
+    Uri(String),
+}
+
+type Key = (Scheme, Authority);
+
+/// An idle HTTP/1.1 connection and when it went idle.
+struct Idle {
+    tx: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// Upstream connections: idle HTTP/1.1 ones (most recent first) and one h2 connection per
+/// upstream, shared by concurrent requests.
+pub struct Pool {
+    connector: Connector,
+    h1: Mutex<HashMap<Key, Vec<Idle>>>,
+    h2: Mutex<HashMap<Key, http2::SendRequest<ProxyBody>>>,
+    max_idle_per_host: usize,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upstream::Pool")
+    }
+}
+
+impl Pool {
+    /// A pool over `connector`; a background task (ending with the pool) closes connections
+    /// idle for longer than `idle_timeout`. Call inside a tokio runtime.
+    pub fn new(connector: Connector, max_idle_per_host: usize, idle_timeout: Duration) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            connector,
+            h1: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+            max_idle_per_host,
+            idle_timeout,
+        });
+        tokio::spawn(reap(Arc::downgrade(&pool)));
+        pool
+    }
+
+    /// Sends `req` (absolute URI) upstream and returns the response.
+    pub async fn request(self: &Arc<Self>, mut req: Request<ProxyBody>) -> Result<Response<ProxyBody>, UpstreamError> {
+        let uri = req.uri().clone();
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+            return Err(UpstreamError::Uri(uri.to_string()));
+        };
+        let key: Key = (scheme, authority);
+        let h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner()).get(&key).filter(|t| !t.is_closed()).cloned();
+        if let Some(mut tx) = h2 {
+            if tx.ready().await.is_ok() {
+                return Self::send_h2(tx, req).await;
+            }
+            self.drop_h2(&key);
+        }
+        // HTTP/1.1: origin-form request line and a Host header.
+        if !req.headers().contains_key(header::HOST) {
+            let host = HeaderValue::from_str(key.1.as_str()).map_err(|_| UpstreamError::Uri(uri.to_string()))?;
+            req.headers_mut().insert(header::HOST, host);
+        }
+        *req.uri_mut() = Uri::from(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        loop {
+            let Some(mut tx) = self.checkout(&key) else { break };
+            if tx.ready().await.is_err() {
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok(self.returning(key, tx, resp)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the idle connection had closed. Try the next one.
+                    Some(r) => req = r,
+                    None => return Err(UpstreamError::Send(e.into_error())),
+                },
+            }
+        }
+        let io = self.connector.clone().connect(uri.clone()).await.map_err(UpstreamError::Connect)?;
+        if let UpstreamIo::Tls(_, true) = io {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(UpstreamError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!("upstream h2 connection: {e}");
+                }
+            });
+            self.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx.clone());
+            // Back to absolute form: h2 takes :scheme and :authority from the URI.
+            *req.uri_mut() = uri;
+            req.headers_mut().remove(header::HOST);
+            return Self::send_h2(tx, req).await;
+        }
+        let (mut tx, conn) = http1::handshake(io).await.map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream connection: {e}");
+            }
+        });
+        let resp = tx.send_request(req).await.map_err(UpstreamError::Send)?;
+        Ok(self.returning(key, tx, resp))
+    }
+
+    async fn send_h2(
+        mut tx: http2::SendRequest<ProxyBody>,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let resp = tx.send_request(req).await.map_err(UpstreamError::Send)?;
+        let (p, b) = resp.into_parts();
+        Ok(Response::from_parts(p, crate::body::boxed(b)))
+    }
+
+    fn drop_h2(&self, key: &Key) {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if h2.get(key).is_some_and(|t| t.is_closed()) {
+            h2.remove(key);
+        }
+    }
+
+    /// The most recently idled open connection for `key`, if any.
+    fn checkout(&self, key: &Key) -> Option<http1::SendRequest<ProxyBody>> {
+        let mut h1 = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let list = h1.get_mut(key)?;
+        while let Some(idle) = list.pop() {
+            if !idle.tx.is_closed() && idle.since.elapsed() < self.idle_timeout {
+                return Some(idle.tx);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, key: Key, tx: http1::SendRequest<ProxyBody>) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut h1 = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let list = h1.entry(key).or_default();
+        if list.len() < self.max_idle_per_host {
+            list.push(Idle { tx, since: Instant::now() });
+        }
+    }
+
+    /// The response with a body that puts the connection back once read to its end.
+    fn returning(
+        self: &Arc<Self>,
+        key: Key,
+        tx: http1::SendRequest<ProxyBody>,
+        resp: Response<Incoming>,
+    ) -> Response<ProxyBody> {
+        let (p, inner) = resp.into_parts();
+        if inner.is_end_stream() {
+            // No body to read (204, 304, HEAD, length 0): the connection is free already.
+            self.checkin(key, tx);
+            return Response::from_parts(p, crate::body::boxed(inner));
+        }
+        let body = Returning { inner, back: Some((Arc::downgrade(self), key, tx)) };
+        Response::from_parts(p, crate::body::boxed(body))
+    }
+
+    fn prune(&self) {
+        let fresh = |i: &Idle| !i.tx.is_closed() && i.since.elapsed() < self.idle_timeout;
+        let mut h1 = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        h1.retain(|_, list| {
+            list.retain(fresh);
+            !list.is_empty()
+        });
+        drop(h1);
+        self.h2.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, t| !t.is_closed());
+    }
+}
+
+/// Closes idle connections past their time, until the pool is gone.
+async fn reap(pool: Weak<Pool>) {
+    let every = pool.upgrade().map_or(Duration::from_secs(10), |p| (p.idle_timeout / 4).max(Duration::from_secs(1)));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        pool.prune();
+    }
+}
+
+/// A response body that returns its HTTP/1.1 connection to the pool after the last byte.
+struct Returning {
+    inner: Incoming,
+    back: Option<(Weak<Pool>, Key, http1::SendRequest<ProxyBody>)>,
+}
+
+impl Returning {
+    fn give_back(&mut self) {
+        if let Some((pool, key, tx)) = self.back.take()
+            && let Some(pool) = pool.upgrade()
+        {
+            pool.checkin(key, tx);
+        }
+    }
+}
+
+impl Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &r {
+            None => self.give_back(),
+            Some(Ok(_)) if self.inner.is_end_stream() => self.give_back(),
+            Some(Ok(_)) => {}
+            // A broken response: the connection is not reused.
+            Some(Err(_)) => self.back = None,
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
