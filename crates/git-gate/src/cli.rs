@@ -48,12 +48,16 @@ pub struct ServeArgs {
     /// Where the mirrors live (created if missing).
     #[arg(long, env = "GIT_GATE_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Supervise queue directory (accepted for the bundle's uniform command line).
+    /// Supervise queue directory: a push whose only findings are low-confidence is held there
+    /// for the operator (without a queue such a push is refused).
     #[arg(long, env = "GIT_GATE_SUPERVISE_QUEUE", requires = "bottle")]
     pub supervise_queue: Option<PathBuf>,
     /// The bottle's slug.
     #[arg(long, env = common::consts::env::BOTTLE)]
     pub bottle: Option<String>,
+    /// Seconds a held push waits for the operator before it is refused.
+    #[arg(long, env = "GIT_GATE_SUPERVISE_TIMEOUT", default_value_t = 300, value_name = "SECS")]
+    pub supervise_timeout: u64,
 }
 
 impl ServeArgs {
@@ -93,6 +97,15 @@ impl ServeArgs {
                 problems.push(format!("{what} {} must not be inside --data-dir {}", f.display(), data_dir.display()));
             }
         }
+        if let Some(q) = &self.supervise_queue
+            && !q.is_dir()
+        {
+            problems.push(format!("--supervise-queue {}: not a directory", q.display()));
+        }
+        // The hold and the upstream push (up to 20 min) must fit in one push's 30 min bound.
+        if !(1..=600).contains(&self.supervise_timeout) {
+            problems.push(format!("--supervise-timeout {}: must be 1 to 600 seconds", self.supervise_timeout));
+        }
         if let Err(e) = std::fs::create_dir_all(&data_dir) {
             problems.push(format!("--data-dir {}: {e}", data_dir.display()));
         }
@@ -105,8 +118,14 @@ impl ServeArgs {
             config_path,
             data_dir,
             exe,
-            supervise_queue: self.supervise_queue.clone(),
-            bottle: self.bottle.clone(),
+            hold: match (&self.supervise_queue, &self.bottle) {
+                (Some(queue), Some(bottle)) => Some(crate::hook::Hold {
+                    queue: std::path::absolute(queue).unwrap_or_else(|_| queue.clone()),
+                    bottle: bottle.clone(),
+                    timeout_secs: self.supervise_timeout,
+                }),
+                _ => None,
+            },
         })
     }
 }

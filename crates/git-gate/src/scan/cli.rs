@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use common::scan::Rules;
 
-use super::{GitFinding, GitScanError, open_repo_from_env, scan_new_commits, scan_paths, scan_range};
+use super::{Confidence, GitFinding, GitScanError, open_repo_from_env, scan_new_commits, scan_paths, scan_range};
 
 /// Output format of `git-gate scan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -136,7 +136,8 @@ fn print(findings: &[GitFinding], format: Format) -> std::io::Result<()> {
         Format::Text => {
             for f in findings {
                 let commit = if f.commit.is_empty() { String::new() } else { format!(" {}", f.commit) };
-                writeln!(out, "{} {}:{}{} {}", f.rule_id, f.file, f.line, commit, f.secret_redacted)?;
+                let low = if f.confidence == Confidence::Low { " (low confidence)" } else { "" };
+                writeln!(out, "{} {}:{}{} {}{low}", f.rule_id, f.file, f.line, commit, f.secret_redacted)?;
             }
         }
     }

@@ -16,7 +16,7 @@ mod cli;
 mod walk;
 
 pub use cli::{Format, ScanArgs, run_scan};
-pub use common::scan::Rules;
+pub use common::scan::{Confidence, Rules};
 pub use walk::{scan_new_commits, scan_paths, scan_range};
 
 /// File name reported for a finding in a commit message.
@@ -36,6 +36,9 @@ pub struct GitFinding {
     /// Full commit id; empty for [`scan_paths`].
     pub commit: String,
     pub secret_redacted: String,
+    /// `low` for a match that also reads like something harmless (e.g. an identifier assigned
+    /// to a `key` name): the gate holds such a push for the operator instead of refusing it.
+    pub confidence: Confidence,
 }
 
 /// The result of scanning commits.

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::scan::Rules;
 use common::scan::corpus::{FakeRng, families};
+use common::scan::{Confidence, Rules};
 use git_gate::scan::{COMMIT_MESSAGE, GitFinding, scan_new_commits, scan_paths, scan_range};
 
 fn bin() -> &'static str {
@@ -235,8 +235,9 @@ fn labelled_corpus_is_found_completely_in_history() {
         let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         assert_eq!(
             keys.iter().copied().collect::<BTreeSet<_>>(),
-            BTreeSet::from(["rule_id", "file", "line", "commit", "secret_redacted"])
+            BTreeSet::from(["rule_id", "file", "line", "commit", "secret_redacted", "confidence"])
         );
+        assert!(matches!(obj["confidence"].as_str(), Some("high" | "low")), "{obj:?}");
         let red = obj["secret_redacted"].as_str().unwrap();
         assert!(red.ends_with('…') && red.chars().count() <= 5, "{red}");
     }
@@ -324,7 +325,14 @@ fn workspace_sources_scan_clean() {
         paths.push(p);
     }
     let found = scan_paths(&paths, Rules::builtin()).unwrap();
-    assert!(found.is_empty(), "the workspace must not contain credential-shaped text: {found:#?}");
+    let (high, low): (Vec<_>, Vec<_>) = found.into_iter().partition(|f| f.confidence == Confidence::High);
+    assert!(high.is_empty(), "the workspace must not contain credential-shaped text: {high:#?}");
+    // Low-confidence findings (a push adding them is held for the operator) are printed, and
+    // here come only from the generic rules.
+    for f in &low {
+        eprintln!("low confidence: {} {}:{} {}", f.rule_id, f.file, f.line, f.secret_redacted);
+    }
+    assert!(low.iter().all(|f| f.rule_id.starts_with("generic-")), "{low:#?}");
 }
 
 #[test]

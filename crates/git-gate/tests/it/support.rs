@@ -212,6 +212,10 @@ pub struct Gate {
 impl Gate {
     /// Serves one repo `name` → `url` with the sshd's creds and the `push` policy JSON.
     pub fn start(repos: &[(&str, &str, Option<&str>)], sshd: &Sshd) -> Gate {
+        Self::start_with_config(&Self::config_json(repos, sshd))
+    }
+
+    fn config_json(repos: &[(&str, &str, Option<&str>)], sshd: &Sshd) -> String {
         let repos: Vec<String> = repos
             .iter()
             .map(|(name, url, push)| {
@@ -223,14 +227,24 @@ impl Gate {
                 )
             })
             .collect();
-        let json = format!(
+        format!(
             r#"{{"version":1,"user":{{"name":"agent","email":"agent@bottle.invalid"}},"repos":[{}]}}"#,
             repos.join(",")
-        );
-        Self::start_with_config(&json)
+        )
     }
 
     pub fn start_with_config(json: &str) -> Gate {
+        Self::start_inner(json, None)
+    }
+
+    /// Like [`Gate::start`], holding low-confidence pushes in the supervise queue `queue` for
+    /// bottle `b1`, `timeout_secs` at most.
+    pub fn start_held(repos: &[(&str, &str, Option<&str>)], sshd: &Sshd, queue: &Path, timeout_secs: u64) -> Gate {
+        let json = Self::config_json(repos, sshd);
+        Self::start_inner(&json, Some((queue, timeout_secs)))
+    }
+
+    fn start_inner(json: &str, hold: Option<(&Path, u64)>) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, json).unwrap();
@@ -238,8 +252,9 @@ impl Gate {
             listen: "127.0.0.1:0".parse().unwrap(),
             config: config_path,
             data_dir: dir.path().join("data"),
-            supervise_queue: None,
-            bottle: None,
+            supervise_queue: hold.map(|(q, _)| q.to_path_buf()),
+            bottle: hold.map(|_| "b1".to_string()),
+            supervise_timeout: hold.map_or(300, |(_, t)| t),
         };
         let mut config = args.resolve().expect("valid gate config");
         config.exe = PathBuf::from(env!("CARGO_BIN_EXE_git-gate"));
