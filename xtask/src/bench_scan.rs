@@ -10,7 +10,7 @@
 //! venv made by `scripts/venv`. Builds `git-gate` in release mode first.
 #![allow(clippy::print_stdout)] // a benchmark prints its table
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -195,55 +195,56 @@ fn median(mut v: Vec<Run>) -> Run {
     Run { secs: m.secs, rss_kb: rss }
 }
 
-type Key = (String, usize, String);
+/// Where a finding is: (file, commit).
+type Place = (String, String);
 
-fn ours_findings(path: &Path) -> anyhow::Result<(usize, BTreeSet<Key>)> {
+/// Our findings by place: (line, low confidence?).
+type ByPlace = BTreeMap<Place, Vec<(usize, bool)>>;
+
+/// Our findings: how many, how many low-confidence, and by place.
+fn ours_findings(path: &Path) -> anyhow::Result<(usize, usize, ByPlace)> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?).context("our JSON report")?;
     let list = v.as_array().context("our report is not a list")?;
-    let keys = list
-        .iter()
-        .map(|f| {
-            (
-                f["file"].as_str().unwrap_or("").to_string(),
-                f["line"].as_u64().unwrap_or(0) as usize,
-                f["commit"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    Ok((list.len(), keys))
-}
-
-/// A secret that is only words (or numbers) joined by `_ . -`: an identifier, not a credential.
-fn shape(secret: &str) -> String {
-    let mut parts = secret.split(['_', '.', '-']);
-    let first_alpha = parts.next().is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphabetic()));
-    let rest_plain = parts.all(|p| {
-        !p.is_empty() && (p.bytes().all(|b| b.is_ascii_alphabetic()) || p.bytes().all(|b| b.is_ascii_digit()))
-    });
-    let head: String = secret.chars().take(4).collect();
-    if first_alpha && rest_plain {
-        format!("[identifier-shaped value, {} chars: {head}…]", secret.len())
-    } else {
-        format!("[{head}…, {} chars]", secret.len())
+    let mut by_place = ByPlace::new();
+    let mut low = 0;
+    for f in list {
+        let is_low = f["confidence"].as_str() == Some("low");
+        low += usize::from(is_low);
+        by_place
+            .entry((f["file"].as_str().unwrap_or("").to_string(), f["commit"].as_str().unwrap_or("").to_string()))
+            .or_default()
+            .push((f["line"].as_u64().unwrap_or(0) as usize, is_low));
     }
+    Ok((list.len(), low, by_place))
 }
 
-/// gitleaks' findings: rule, (file, line, commit), and the shape of the value.
-fn gitleaks_findings(path: &Path) -> anyhow::Result<Vec<(String, Key, String)>> {
+/// The shape of a value, for the report of what we miss: head and length, no secret.
+fn shape(secret: &str) -> String {
+    let head: String = secret.chars().take(4).collect();
+    format!("[{head}…, {} chars]", secret.len())
+}
+
+/// One gitleaks finding: rule, place, first and last line, value shape.
+struct Theirs {
+    rule: String,
+    place: Place,
+    lines: (usize, usize),
+    shape: String,
+}
+
+fn gitleaks_findings(path: &Path) -> anyhow::Result<Vec<Theirs>> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?).context("gitleaks JSON report")?;
     Ok(v.as_array()
         .context("gitleaks report is not a list")?
         .iter()
         .map(|f| {
-            (
-                f["RuleID"].as_str().unwrap_or("").to_string(),
-                (
-                    f["File"].as_str().unwrap_or("").to_string(),
-                    f["StartLine"].as_u64().unwrap_or(0) as usize,
-                    f["Commit"].as_str().unwrap_or("").to_string(),
-                ),
-                shape(f["Secret"].as_str().unwrap_or("")),
-            )
+            let start = f["StartLine"].as_u64().unwrap_or(0) as usize;
+            Theirs {
+                rule: f["RuleID"].as_str().unwrap_or("").to_string(),
+                place: (f["File"].as_str().unwrap_or("").to_string(), f["Commit"].as_str().unwrap_or("").to_string()),
+                lines: (start, (f["EndLine"].as_u64().unwrap_or(0) as usize).max(start)),
+                shape: shape(f["Secret"].as_str().unwrap_or("")),
+            }
         })
         .collect())
 }
@@ -367,7 +368,7 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
         results.push((*name, median(runs)));
     }
 
-    let (ours_n, ours_keys) = ours_findings(&ours_out)?;
+    let (ours_n, ours_low, ours_by_place) = ours_findings(&ours_out)?;
     let gl = gitleaks_findings(&gl_out)?;
     let kf_n = kingfisher_count(&kf_out);
     let counts = [ours_n, gl.len(), kf_n];
@@ -384,17 +385,30 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
             ours_r.rss_kb as f64 / r.rss_kb.max(1) as f64
         );
     }
-    let mut missed: Vec<&(String, Key, String)> = gl.iter().filter(|(_, k, _)| !ours_keys.contains(k)).collect();
-    // Credential-shaped misses first: identifier-shaped values are gitleaks false positives.
-    missed.sort_by_key(|(_, _, shape)| shape.starts_with("[identifier"));
-    let identifiers = missed.iter().filter(|(_, _, shape)| shape.starts_with("[identifier")).count();
+    // A gitleaks finding is ours too when we report the same file of the same commit on one of
+    // the lines its match spans (we report the secret's line; gitleaks the match's first).
+    let (mut as_high, mut as_low, mut missed) = (0, 0, Vec::new());
+    for t in &gl {
+        let ours = ours_by_place.get(&t.place).map_or(&[][..], Vec::as_slice);
+        let hits: Vec<bool> =
+            ours.iter().filter(|(l, _)| (t.lines.0..=t.lines.1).contains(l)).map(|&(_, low)| low).collect();
+        if hits.iter().any(|low| !low) {
+            as_high += 1;
+        } else if !hits.is_empty() {
+            as_low += 1;
+        } else {
+            missed.push(t);
+        }
+    }
     println!(
-        "\ngitleaks findings we do not report (same file, line, commit): {} of {} ({identifiers} of them identifier-shaped values, which our generic rule does not report)",
-        missed.len(),
-        gl.len()
+        "\nours: {ours_n} findings, {ours_low} of them low-confidence (held for the operator at a push)\n\
+         gitleaks' {} findings: {as_high} also ours, {as_low} ours as low-confidence, {} not ours",
+        gl.len(),
+        missed.len()
     );
-    for (rule, (file, line, commit), shape) in missed.iter().take(25) {
-        println!("  {rule} {file}:{line} {} {shape}", &commit[..commit.len().min(12)]);
+    for t in missed.iter().take(40) {
+        let (file, commit) = &t.place;
+        println!("  missed: {} {file}:{} {} {}", t.rule, t.lines.0, &commit[..commit.len().min(12)], t.shape);
     }
     if o.keep && o.repo.is_none() {
         let kept = tmp.keep();
