@@ -37,7 +37,7 @@ pub fn live(
 ) -> Live {
     let mut secrets: Vec<common::Secret> = tokens.values().cloned().collect();
     secrets.extend(extra.iter().cloned());
-    Live { routes, tokens, dlp: dlp::Engine::new(&secrets) }
+    Live::new(routes, tokens, dlp::Engine::new(&secrets))
 }
 
 /// Serves until `shutdown` resolves, then drains connections for up to

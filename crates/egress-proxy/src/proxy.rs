@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::Secret;
 use common::formats::Routes;
-use common::formats::routes::{DlpAction, Route};
+use common::formats::routes::DlpAction;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
@@ -45,6 +45,34 @@ pub struct Live {
     pub routes: Routes,
     pub tokens: std::collections::HashMap<String, Secret>,
     pub dlp: Engine,
+    /// Per route (same index): the auth header it injects and the value (none when the
+    /// token is missing or not a valid header value), built once per reload, not per request.
+    pub auth: Vec<Option<(HeaderName, Option<HeaderValue>)>>,
+}
+
+impl Live {
+    pub fn new(routes: Routes, tokens: std::collections::HashMap<String, Secret>, dlp: Engine) -> Live {
+        let auth = routes
+            .routes
+            .iter()
+            .map(|route| {
+                let a = route.auth.as_ref()?;
+                let name = HeaderName::from_bytes(a.header.as_bytes()).ok()?;
+                let value = tokens.get(&a.token_env).and_then(|token| {
+                    let value = if a.scheme.is_empty() {
+                        token.expose().to_string()
+                    } else {
+                        format!("{} {}", a.scheme, token.expose())
+                    };
+                    let mut v = HeaderValue::from_str(&value).ok()?;
+                    v.set_sensitive(true);
+                    Some(v)
+                });
+                Some((name, value))
+            })
+            .collect();
+        Live { routes, tokens, dlp, auth }
+    }
 }
 
 /// State shared by every connection.
@@ -66,9 +94,23 @@ pub struct Proxy {
 struct Target {
     host: String,
     port: u16,
-    https: bool,
     via: Via,
     sni: Option<String>,
+    /// The upstream URI's scheme and authority, built once per connection (an error names
+    /// why the authority does not parse).
+    origin: Result<(http::uri::Scheme, http::uri::Authority), String>,
+}
+
+impl Target {
+    fn new(host: String, port: u16, https: bool, via: Via, sni: Option<String>) -> Target {
+        // `host[:port]`, IPv6 in brackets, the port left out when it is the scheme's default.
+        let (scheme, default_port) =
+            if https { (http::uri::Scheme::HTTPS, 443) } else { (http::uri::Scheme::HTTP, 80) };
+        let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        let authority = if port == default_port { bracketed } else { format!("{bracketed}:{port}") };
+        let origin = http::uri::Authority::try_from(authority).map(|a| (scheme, a)).map_err(|e| e.to_string());
+        Target { host, port, via, sni, origin }
+    }
 }
 
 fn forbidden(reason: &str) -> Response<ProxyBody> {
@@ -83,29 +125,31 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
 }
 
 /// Headers that describe one hop and are never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
 }
@@ -412,9 +456,8 @@ impl Proxy {
             (Some("http"), Some(h)) if h.eq_ignore_ascii_case(MAGIC_HOST) => self.magic(&live, &req),
             (Some("http"), Some(h)) => {
                 let host = h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-                let target =
-                    Target { host, port: uri.port_u16().unwrap_or(80), https: false, via: Via::PlainHttp, sni: None };
-                self.handle(target, req).await
+                let target = Target::new(host, uri.port_u16().unwrap_or(80), false, Via::PlainHttp, None);
+                self.handle(Arc::new(target), req).await
             }
             (Some(s), _) => {
                 let host = uri.host().unwrap_or("").to_string();
@@ -495,10 +538,10 @@ impl Proxy {
                 Ok(Err(e)) => return tracing::debug!(%host, "TLS handshake with client: {e}"),
                 Err(_) => return tracing::debug!(%host, "TLS handshake with client timed out"),
             };
-            let target = Target { host, port, https: true, via: Via::Connect, sni };
+            let target = Target::new(host, port, true, Via::Connect, sni);
             self.serve_inner(TokioIo::new(tls), target).await;
         } else if port == 80 {
-            let target = Target { host, port, https: false, via: Via::Connect, sni: None };
+            let target = Target::new(host, port, false, Via::Connect, None);
             self.serve_inner(TokioIo::new(io), target).await;
         } else {
             let reason = format!("non-TLS bytes in a CONNECT tunnel to {host}:{port}");
@@ -512,6 +555,7 @@ impl Proxy {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let proxy = self.clone();
+        let target = Arc::new(target);
         let svc = service_fn(move |req| {
             let proxy = proxy.clone();
             let target = target.clone();
@@ -533,32 +577,31 @@ impl Proxy {
     }
 
     /// One request to a target: decide, strip, scan, inject, forward.
-    async fn handle(self: Arc<Self>, target: Target, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(self: Arc<Self>, target: Arc<Target>, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let live = self.live();
-        let method = req.method().as_str().to_string();
-        let path = req.uri().path().to_string();
-        let mut authorities: Vec<String> = req
-            .headers()
-            .get_all(header::HOST)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        if let Some(a) = req.uri().authority() {
-            authorities.push(a.as_str().to_string());
+        // Owned copies that outlive `req` (cheap: a standard method and a shared URI).
+        let method_owned = req.method().clone();
+        let method = method_owned.as_str();
+        let uri_owned = req.uri().clone();
+        let path = uri_owned.path();
+        let mut authorities: Vec<std::borrow::Cow<'_, str>> =
+            req.headers().get_all(header::HOST).iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+        if let Some(a) = uri_owned.authority() {
+            authorities.push(a.as_str().into());
         }
-        let auth_refs: Vec<&str> = authorities.iter().map(String::as_str).collect();
+        let auth_refs: Vec<&str> = authorities.iter().map(|a| a.as_ref()).collect();
         let facts = RequestFacts {
             via: target.via,
             host: &target.host,
             port: target.port,
             sni: target.sni.as_deref(),
             authorities: &auth_refs,
-            request: Some(RequestLine { method: &method, path: &path, headers: req.headers() }),
+            request: Some(RequestLine { method, path, headers: req.headers() }),
         };
         let route_idx = match decide(&live.routes, &facts) {
             Decision::Allow { route } => route,
             Decision::Deny(d) => {
-                let resp = self.deny(&live, &target.host, &method, &path, &d.to_string());
+                let resp = self.deny(&live, &target.host, method, path, &d.to_string());
                 drain(req.into_body()).await;
                 return resp;
             }
@@ -573,13 +616,15 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         parts.headers.remove(header::PROXY_AUTHORIZATION);
-        if let Some(a) = &route.auth {
+        if route.auth.is_some() {
             parts.headers.remove(header::AUTHORIZATION);
-            if let Ok(n) = HeaderName::from_bytes(a.header.as_bytes()) {
+            if let Some((n, _)) = &live.auth[route_idx] {
                 parts.headers.remove(n);
             }
         }
-        let mut pq = parts.uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // Set when DLP redacts the URL.
+        let mut pq_redacted: Option<String> = None;
 
         // DLP: URL, headers (the injected one is added afterwards), whole body.
         let mut body_out: ProxyBody;
@@ -591,7 +636,7 @@ impl Proxy {
             // known secret spans a newline), then each hit is mapped back to its segment.
             let mut head_text = Vec::with_capacity(256);
             head_text.extend_from_slice(target.host.as_bytes());
-            head_text.extend_from_slice(pq.as_bytes());
+            head_text.extend_from_slice(pq.as_str().as_bytes());
             let mut segments: Vec<(usize, usize)> = vec![(0, head_text.len())];
             for (_, value) in parts.headers.iter() {
                 head_text.push(b'\n');
@@ -639,7 +684,7 @@ impl Proxy {
                     .and_then(|v| v.parse::<usize>().ok());
                 if declared.is_some_and(|n| n > max) {
                     let e = BodyError::TooLarge(max);
-                    self.audit(&live, Event::Deny, &target.host, &method, &path, &e.to_string());
+                    self.audit(&live, Event::Deny, &target.host, method, path, &e.to_string());
                     drain(incoming).await;
                     return text(StatusCode::PAYLOAD_TOO_LARGE, format!("bot-bottle egress: blocked: {e}\n"));
                 }
@@ -661,7 +706,7 @@ impl Proxy {
                 body_bytes = match body::collect(incoming, max).await {
                     Ok(b) => b,
                     Err(e @ BodyError::TooLarge(_)) => {
-                        self.audit(&live, Event::Deny, &target.host, &method, &path, &e.to_string());
+                        self.audit(&live, Event::Deny, &target.host, method, path, &e.to_string());
                         return text(StatusCode::PAYLOAD_TOO_LARGE, format!("bot-bottle egress: blocked: {e}\n"));
                     }
                     Err(e) => return text(StatusCode::BAD_REQUEST, format!("bot-bottle egress: {e}\n")),
@@ -678,7 +723,7 @@ impl Proxy {
                 } else {
                     match body::decode(&body_bytes, &encs, self.limits.max_body_bytes) {
                         Ok(d) => Some(d),
-                        Err(e) => return self.deny(&live, &target.host, &method, &path, &e.to_string()),
+                        Err(e) => return self.deny(&live, &target.host, method, path, &e.to_string()),
                     }
                 };
                 insp.body = live.dlp.scan(detectors, plain.as_deref().unwrap_or(&body_bytes));
@@ -687,27 +732,33 @@ impl Proxy {
             if !insp.is_clean() {
                 let summary = insp.summary();
                 let audit_path = {
-                    let red = dlp::redact(pq.as_bytes(), &insp.url, b"[REDACTED]");
+                    let red = dlp::redact(pq.as_str().as_bytes(), &insp.url, b"[REDACTED]");
                     let s = String::from_utf8_lossy(&red).into_owned();
                     s.split('?').next().unwrap_or("").to_string()
                 };
                 match dlp_cfg.on_match {
                     DlpAction::Block => {
-                        return self.deny(&live, &target.host, &method, &audit_path, &format!("dlp: {summary}"));
+                        return self.deny(&live, &target.host, method, &audit_path, &format!("dlp: {summary}"));
                     }
                     DlpAction::Redact => {
                         if insp.url.iter().any(|h| h.end == 0) {
                             return self.deny(
                                 &live,
                                 &target.host,
-                                &method,
+                                method,
                                 &audit_path,
                                 &format!("dlp: {summary} (host cannot be redacted)"),
                             );
                         }
                         if !insp.url.is_empty() {
-                            pq = String::from_utf8_lossy(&dlp::redact(pq.as_bytes(), &insp.url, b"%5BREDACTED%5D"))
-                                .into_owned();
+                            pq_redacted = Some(
+                                String::from_utf8_lossy(&dlp::redact(
+                                    pq.as_str().as_bytes(),
+                                    &insp.url,
+                                    b"%5BREDACTED%5D",
+                                ))
+                                .into_owned(),
+                            );
                         }
                         for (name, idx, hits) in &insp.headers {
                             let values: Vec<HeaderValue> = parts.headers.get_all(name).iter().cloned().collect();
@@ -728,14 +779,7 @@ impl Proxy {
                             parts.headers.remove(header::CONTENT_ENCODING);
                             body_bytes = Bytes::from(red);
                         }
-                        self.audit(
-                            &live,
-                            Event::Redact,
-                            &target.host,
-                            &method,
-                            &audit_path,
-                            &format!("dlp: {summary}"),
-                        );
+                        self.audit(&live, Event::Redact, &target.host, method, &audit_path, &format!("dlp: {summary}"));
                     }
                     DlpAction::Supervise => {
                         held = true;
@@ -743,7 +787,7 @@ impl Proxy {
                             return self.deny(
                                 &live,
                                 &target.host,
-                                &method,
+                                method,
                                 &audit_path,
                                 &format!("dlp: {summary} (supervise: no queue configured)"),
                             );
@@ -759,7 +803,7 @@ impl Proxy {
                                 return self.deny(
                                     &live,
                                     &target.host,
-                                    &method,
+                                    method,
                                     &audit_path,
                                     &format!("dlp: {summary} (supervise: cannot file the request)"),
                                 );
@@ -769,7 +813,7 @@ impl Proxy {
                             &live,
                             Event::Hold,
                             &target.host,
-                            &method,
+                            method,
                             &audit_path,
                             &format!("dlp: {summary} (held as {})", filed.id),
                         );
@@ -779,7 +823,7 @@ impl Proxy {
                                     &live,
                                     Event::Allow,
                                     &target.host,
-                                    &method,
+                                    method,
                                     &audit_path,
                                     &format!("operator approved {}", filed.id),
                                 );
@@ -788,7 +832,7 @@ impl Proxy {
                                 return self.deny(
                                     &live,
                                     &target.host,
-                                    &method,
+                                    method,
                                     &audit_path,
                                     &format!("dlp: {summary} (operator rejected {})", filed.id),
                                 );
@@ -797,7 +841,7 @@ impl Proxy {
                                 return self.deny(
                                     &live,
                                     &target.host,
-                                    &method,
+                                    method,
                                     &audit_path,
                                     &format!("dlp: {summary} (no operator answer for {} in time)", filed.id),
                                 );
@@ -807,7 +851,7 @@ impl Proxy {
                                 return self.deny(
                                     &live,
                                     &target.host,
-                                    &method,
+                                    method,
                                     &audit_path,
                                     &format!("dlp: {summary} (unreadable answer for {})", filed.id),
                                 );
@@ -823,18 +867,28 @@ impl Proxy {
         } else {
             body_out = body::boxed(incoming);
         }
-        if !held {
-            self.audit(&live, Event::Allow, &target.host, &method, &path, &format!("route {route_idx}"));
+        if !held && live.routes.log >= 2 {
+            self.audit(&live, Event::Allow, &target.host, method, path, &format!("route {route_idx}"));
         }
 
-        inject(route, &live, &mut parts.headers);
-        let scheme = if target.https { "https" } else { "http" };
-        let host_part = if target.host.contains(':') { format!("[{}]", target.host) } else { target.host.clone() };
-        let default_port = if target.https { 443 } else { 80 };
-        let authority = if target.port == default_port { host_part } else { format!("{host_part}:{}", target.port) };
-        parts.uri = match Uri::try_from(format!("{scheme}://{authority}{pq}")) {
+        if let Some((name, Some(value))) = &live.auth[route_idx] {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+        let rebuilt = (|| -> Result<Uri, String> {
+            let pq = match pq_redacted {
+                Some(s) => http::uri::PathAndQuery::try_from(s).map_err(|e| e.to_string())?,
+                None => pq,
+            };
+            let (scheme, authority) = target.origin.clone()?;
+            let mut up = http::uri::Parts::default();
+            up.scheme = Some(scheme);
+            up.authority = Some(authority);
+            up.path_and_query = Some(pq);
+            Uri::from_parts(up).map_err(|e| e.to_string())
+        })();
+        parts.uri = match rebuilt {
             Ok(u) => u,
-            Err(e) => return self.deny(&live, &target.host, &method, &path, &format!("cannot rebuild the URI: {e}")),
+            Err(e) => return self.deny(&live, &target.host, method, path, &format!("cannot rebuild the URI: {e}")),
         };
         parts.version = Version::HTTP_11;
 
@@ -854,7 +908,7 @@ impl Proxy {
                         let proxy = self.clone();
                         let live = live.clone();
                         let detectors = route.dlp.config().map(|c| c.outbound.clone());
-                        let (host, m, p) = (target.host.clone(), method.clone(), path.clone());
+                        let (host, m, p) = (target.host.clone(), method.to_string(), path.to_string());
                         tokio::spawn(async move {
                             let (Ok(a), Ok(b)) = (inbound.await, upstream.await) else { return };
                             let (a_read, mut a_write) = tokio::io::split(TokioIo::new(a));
@@ -888,7 +942,7 @@ impl Proxy {
             Ok(resp) => {
                 let (mut p, b) = resp.into_parts();
                 strip_hop_by_hop(&mut p.headers);
-                Response::from_parts(p, body::boxed(b))
+                Response::from_parts(p, b)
             }
             Err(e) => upstream_error(&target.host, &e),
         }
@@ -914,16 +968,4 @@ fn upstream_error(host: &str, e: &dyn std::error::Error) -> Response<ProxyBody> 
     }
     tracing::warn!(%host, "upstream request failed: {msg}");
     text(StatusCode::BAD_GATEWAY, format!("bot-bottle egress: upstream {host}: {msg}\n"))
-}
-
-/// Sets the route's auth header from its token.
-fn inject(route: &Route, live: &Live, headers: &mut HeaderMap) {
-    let Some(a) = &route.auth else { return };
-    let Some(token) = live.tokens.get(&a.token_env) else { return };
-    let value =
-        if a.scheme.is_empty() { token.expose().to_string() } else { format!("{} {}", a.scheme, token.expose()) };
-    if let (Ok(name), Ok(mut v)) = (HeaderName::from_bytes(a.header.as_bytes()), HeaderValue::from_str(&value)) {
-        v.set_sensitive(true);
-        headers.insert(name, v);
-    }
 }
