@@ -420,10 +420,15 @@ fn workspace_root() -> PathBuf {
 pub fn run(args: Vec<String>) -> anyhow::Result<()> {
     let opts = <Opts as clap::Parser>::try_parse_from(std::iter::once("bench-egress".to_string()).chain(args))?;
     let root = workspace_root();
-    eprintln!("building egress-proxy (release)...");
-    sh(Command::new("cargo").current_dir(&root).args(["build", "--release", "-q", "-p", "egress-proxy"]))?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let proxy_bin = target_dir.join("release/egress-proxy");
+    // EGRESS_PROXY_BIN: a prebuilt binary instead (e.g. one built with frame pointers for perf).
+    let proxy_bin = if let Some(bin) = std::env::var_os("EGRESS_PROXY_BIN").filter(|b| !b.is_empty()) {
+        PathBuf::from(bin)
+    } else {
+        eprintln!("building egress-proxy (release)...");
+        sh(Command::new("cargo").current_dir(&root).args(["build", "--release", "-q", "-p", "egress-proxy"]))?;
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        target_dir.join("release/egress-proxy")
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(bench(opts, proxy_bin, root))
 }
