@@ -169,10 +169,10 @@ impl Allowlist {
 /// separators into segments and each segment into pieces (at a lower-to-upper case change, before
 /// the last capital of a run followed by lowercase, and after a run of digits). An identifier
 /// is not hex; no segment has more than 2 runs of digits or one longer than 4; its pieces average
-/// 3 characters or more and at most a quarter are one character long; and its letters are
+/// 3 characters or more and at most a quarter are a lone letter; and its letters are
 /// pronounceable: pieces without a vowel are short abbreviations (`ctrl`, `HTTP`; at most a
 /// third of the pieces), and in the
-/// others at least 30% of the letters are vowels (`y` counts) with no more than 4 consonants in
+/// others at least 20% of the letters are vowels (`y` counts) with no more than 4 consonants in
 /// a row. `P256.Signing.PrivateKey`, `TR31_E2_EMV_MKEY_INTEGRITY` and `result_record-299` read
 /// like identifiers; base64, hex, UUIDs and (all but a few percent of) random alphanumerics do
 /// not. Measured on random alphanumerics of 10 to 40 characters with entropy above 3.5: 5% of
@@ -207,7 +207,7 @@ pub fn reads_like_identifier(s: &[u8]) -> bool {
             start = i;
             pieces += 1;
             total += piece.len();
-            singles += usize::from(piece.len() == 1);
+            singles += usize::from(piece.len() == 1 && piece[0].is_ascii_alphabetic());
             let alpha: Vec<u8> = piece.iter().copied().filter(u8::is_ascii_alphabetic).collect();
             let piece_vowels = alpha.iter().filter(|&&b| is_vowel(b)).count();
             if piece_vowels == 0 {
@@ -228,7 +228,7 @@ pub fn reads_like_identifier(s: &[u8]) -> bool {
         && total >= pieces * 3
         && singles * 4 <= pieces
         && abbreviations * 3 <= pieces
-        && vowels * 10 >= letters * 3
+        && vowels * 5 >= letters
 }
 
 /// Among `out[first..]`, a finding overlapping a stronger one says nothing more: stronger is

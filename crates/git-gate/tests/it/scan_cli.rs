@@ -314,16 +314,23 @@ fn workspace_sources_scan_clean() {
         .flat_map(|s| s.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
         .find(|a| a.join("crates/common/src/scan/rules.toml").is_file())
         .expect("workspace root");
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for entry in std::fs::read_dir(&root).unwrap() {
-        let p = entry.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        // Build output and VCS data are not sources.
-        if name == "target" || name == ".git" {
-            continue;
-        }
-        paths.push(p);
-    }
+    // The sources are what git tracks (not build output, fuzz corpora or other local files);
+    // outside a git checkout, everything but build output and VCS data.
+    let tracked = Command::new("git").arg("-C").arg(&root).args(["ls-files", "-z"]).output().unwrap();
+    let paths: Vec<PathBuf> = if tracked.status.success() && !tracked.stdout.is_empty() {
+        tracked
+            .stdout
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| root.join(String::from_utf8_lossy(p).as_ref()))
+            .collect()
+    } else {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !matches!(p.file_name().unwrap().to_str(), Some("target" | ".git")))
+            .collect()
+    };
     let found = scan_paths(&paths, Rules::builtin()).unwrap();
     let (high, low): (Vec<_>, Vec<_>) = found.into_iter().partition(|f| f.confidence == Confidence::High);
     assert!(high.is_empty(), "the workspace must not contain credential-shaped text: {high:#?}");
