@@ -122,6 +122,34 @@ pub fn host_matches(route: &Route, host: &str, ip: Option<IpAddr>) -> bool {
     }
 }
 
+/// Whether authority `a` names `host` (lowercase, unbracketed) and, if it has a port, `port`:
+/// [`split_authority`] without the allocation.
+fn authority_is(a: &str, host: &str, port: u16) -> bool {
+    let a = a.rsplit_once('@').map_or(a, |(_, h)| h);
+    let (h, p) = if let Some(rest) = a.strip_prefix('[') {
+        let Some((h, after)) = rest.split_once(']') else { return false };
+        match after {
+            "" => (h, None),
+            p => match p.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()) {
+                Some(p) => (h, Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => match p.parse::<u16>() {
+                Ok(p) => (h, Some(p)),
+                Err(_) => return false,
+            },
+            _ => (a, None),
+        }
+    };
+    // `lowercase(h) == host`, as with split_authority.
+    h.len() == host.len()
+        && h.bytes().zip(host.bytes()).all(|(x, y)| x.to_ascii_lowercase() == y)
+        && p.is_none_or(|p| p == port)
+}
+
 /// Splits `host[:port]` / `[v6]:port`; host lowercased and unbracketed.
 pub fn split_authority(a: &str) -> Option<(String, Option<u16>)> {
     let a = a.rsplit_once('@').map_or(a, |(_, h)| h);
@@ -140,22 +168,54 @@ pub fn split_authority(a: &str) -> Option<(String, Option<u16>)> {
     }
 }
 
-/// True when a path has `.`/`..` segments, literal or percent-encoded, or a backslash.
+/// True when a path has `.`/`..` segments, literal or percent-encoded, or a backslash:
+/// `%2e` (any case) counts as `.`, `%2f`, `%5c` and `\` as `/`. One pass, no allocation.
 fn has_dot_segments(path: &str) -> bool {
-    let lower =
-        path.to_ascii_lowercase().replace("%2e", ".").replace("%2f", "/").replace("%5c", "/").replace('\\', "/");
-    lower.split('/').any(|seg| seg == "." || seg == "..")
+    let b = path.as_bytes();
+    // The current segment: its length in decoded characters and whether all were dots.
+    let (mut len, mut all_dots) = (0usize, true);
+    let mut i = 0;
+    while i < b.len() {
+        let (c, step) = match b[i] {
+            b'%' if i + 2 < b.len() => match (b[i + 1], b[i + 2].to_ascii_lowercase()) {
+                (b'2', b'e') => (b'.', 3),
+                (b'2', b'f') | (b'5', b'c') => (b'/', 3),
+                _ => (b'%', 1),
+            },
+            b'\\' => (b'/', 1),
+            c => (c, 1),
+        };
+        i += step;
+        if c == b'/' {
+            if all_dots && (1..=2).contains(&len) {
+                return true;
+            }
+            (len, all_dots) = (0, true);
+        } else {
+            len += 1;
+            all_dots &= c == b'.';
+        }
+    }
+    all_dots && (1..=2).contains(&len)
+}
+
+/// Whether `needle` (lowercase ASCII) occurs in `hay`, ASCII case-insensitively.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn is_doh(req: &RequestLine<'_>) -> bool {
-    let dns_type = |name: &str| {
+    let dns_type = |name: http::header::HeaderName| {
         req.headers.get_all(name).iter().any(|v| {
-            let v = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
-            v.contains("application/dns-message") || v.contains("application/dns-json")
+            contains_ignore_case(v.as_bytes(), b"application/dns-message")
+                || contains_ignore_case(v.as_bytes(), b"application/dns-json")
         })
     };
-    let path = req.path.to_ascii_lowercase();
-    dns_type("content-type") || dns_type("accept") || path == "/dns-query" || path.ends_with("/dns-query")
+    let path = req.path.as_bytes();
+    let tail = b"/dns-query";
+    dns_type(http::header::CONTENT_TYPE)
+        || dns_type(http::header::ACCEPT)
+        || (path.len() >= tail.len() && path[path.len() - tail.len()..].eq_ignore_ascii_case(tail))
 }
 
 fn match_passes(m: &Match, req: &RequestLine<'_>) -> bool {
@@ -190,11 +250,7 @@ pub fn decide(routes: &Routes, facts: &RequestFacts<'_>) -> Decision {
         return Decision::Deny(Deny::SniMismatch { sni: sni.to_string(), host: host.to_string() });
     }
     for a in facts.authorities {
-        let ok = match split_authority(a) {
-            Some((h, p)) => h == host && p.is_none_or(|p| p == facts.port),
-            None => false,
-        };
-        if !ok {
+        if !authority_is(a, host, facts.port) {
             return Decision::Deny(Deny::AuthorityMismatch {
                 authority: (*a).to_string(),
                 host: host.to_string(),
@@ -202,28 +258,31 @@ pub fn decide(routes: &Routes, facts: &RequestFacts<'_>) -> Decision {
             });
         }
     }
-    let host_routes: Vec<(usize, &Route)> =
-        routes.routes.iter().enumerate().filter(|(_, r)| host_matches(r, host, ip)).collect();
-    if host_routes.is_empty() {
+    if !routes.routes.iter().any(|r| host_matches(r, host, ip)) {
         return Decision::Deny(match ip {
             Some(_) => Deny::IpLiteral(host.to_string()),
             None => Deny::NoRoute { host: host.to_string() },
         });
     }
-    let candidates: Vec<(usize, &Route)> =
-        host_routes.into_iter().filter(|(_, r)| route_port(r, facts.via) == facts.port).collect();
-    if candidates.is_empty() {
+    // Routes for this host and port, in file order.
+    let mut candidates = routes
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| host_matches(r, host, ip) && route_port(r, facts.via) == facts.port)
+        .peekable();
+    let Some(&(first, _)) = candidates.peek() else {
         return Decision::Deny(Deny::Port { host: host.to_string(), port: facts.port });
-    }
+    };
     let Some(req) = facts.request else {
         // The CONNECT itself: host and port are all there is to check yet.
-        return Decision::Allow { route: candidates[0].0 };
+        return Decision::Allow { route: first };
     };
     if has_dot_segments(req.path) {
         return Decision::Deny(Deny::DotSegments);
     }
     let Some((idx, route)) =
-        candidates.into_iter().find(|(_, r)| r.matches.is_empty() || r.matches.iter().any(|m| match_passes(m, &req)))
+        candidates.find(|(_, r)| r.matches.is_empty() || r.matches.iter().any(|m| match_passes(m, &req)))
     else {
         return Decision::Deny(Deny::NoMatch { method: req.method.to_string(), path: req.path.to_string() });
     };
@@ -237,6 +296,49 @@ pub fn decide(routes: &Routes, facts: &RequestFacts<'_>) -> Decision {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// Every string over a small alphabet that matters to the dot-segment and authority
+    /// parsers, up to `max` symbols.
+    fn corpus(alphabet: &[&str], max: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max {
+            last = last.iter().flat_map(|p| alphabet.iter().map(move |a| format!("{p}{a}"))).collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn dot_segments_match_the_replace_and_split_definition() {
+        let reference = |path: &str| {
+            let lower = path
+                .to_ascii_lowercase()
+                .replace("%2e", ".")
+                .replace("%2f", "/")
+                .replace("%5c", "/")
+                .replace('\\', "/");
+            lower.split('/').any(|seg| seg == "." || seg == "..")
+        };
+        let alphabet = ["/", ".", "a", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "\\", "%", "%2", "2e", "e"];
+        for p in corpus(&alphabet, 4) {
+            assert_eq!(has_dot_segments(&p), reference(&p), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn authority_check_matches_split_authority() {
+        let reference = |a: &str, host: &str, port: u16| match split_authority(a) {
+            Some((h, p)) => h == host && p.is_none_or(|p| p == port),
+            None => false,
+        };
+        let alphabet = ["a", "A", ":", "443", "[", "]", "::1", "@", "x"];
+        for a in corpus(&alphabet, 4) {
+            for (host, port) in [("a", 443), ("aa", 443), ("::1", 443), ("a", 80), ("x", 443)] {
+                assert_eq!(authority_is(&a, host, port), reference(&a, host, port), "{a:?} vs {host}:{port}");
+            }
+        }
+    }
 
     fn routes(json: &str) -> Routes {
         Routes::parse(json.as_bytes(), Path::new("routes.json")).unwrap()

@@ -99,6 +99,8 @@ struct Target {
     /// The upstream URI's scheme and authority, built once per connection (an error names
     /// why the authority does not parse).
     origin: Result<(http::uri::Scheme, http::uri::Authority), String>,
+    /// `Host` for HTTP/1.1 upstreams: the authority, once per connection.
+    host_header: Option<HeaderValue>,
 }
 
 impl Target {
@@ -108,8 +110,9 @@ impl Target {
             if https { (http::uri::Scheme::HTTPS, 443) } else { (http::uri::Scheme::HTTP, 80) };
         let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
         let authority = if port == default_port { bracketed } else { format!("{bracketed}:{port}") };
+        let host_header = HeaderValue::from_str(&authority).ok();
         let origin = http::uri::Authority::try_from(authority).map(|a| (scheme, a)).map_err(|e| e.to_string());
-        Target { host, port, via, sni, origin }
+        Target { host, port, via, sni, origin, host_header }
     }
 }
 
@@ -637,15 +640,18 @@ impl Proxy {
             let mut head_text = Vec::with_capacity(256);
             head_text.extend_from_slice(target.host.as_bytes());
             head_text.extend_from_slice(pq.as_str().as_bytes());
-            let mut segments: Vec<(usize, usize)> = vec![(0, head_text.len())];
             for (_, value) in parts.headers.iter() {
                 head_text.push(b'\n');
-                let start = head_text.len();
                 head_text.extend_from_slice(value.as_bytes());
-                segments.push((start, head_text.len()));
             }
             let hits = live.dlp.scan(detectors, &head_text);
             if !hits.is_empty() {
+                // (start, end) of the URL and of each header value in `head_text`.
+                let mut segments: Vec<(usize, usize)> = vec![(0, target.host.len() + pq.as_str().len())];
+                for (_, value) in parts.headers.iter() {
+                    let start = segments.last().map_or(0, |s| s.1) + 1;
+                    segments.push((start, start + value.len()));
+                }
                 let names: Vec<(&HeaderName, &HeaderValue)> = parts.headers.iter().collect();
                 let mut per_header: Vec<Vec<Hit>> = vec![Vec::new(); names.len()];
                 for mut h in hits {
@@ -891,6 +897,10 @@ impl Proxy {
             Err(e) => return self.deny(&live, &target.host, method, path, &format!("cannot rebuild the URI: {e}")),
         };
         parts.version = Version::HTTP_11;
+        if let Some(h) = &target.host_header {
+            // The pool drops it again for an h2 upstream (`:authority` says it there).
+            parts.headers.insert(header::HOST, h.clone());
+        }
 
         if let (Some(inbound), Some((upg, conn))) = (inbound_upgrade, ws_headers) {
             if let Some(u) = upg {

@@ -272,6 +272,8 @@ impl Pool {
         let h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner()).get(&key).filter(|t| !t.is_closed()).cloned();
         if let Some(mut tx) = h2 {
             if tx.ready().await.is_ok() {
+                // h2 carries the authority in `:authority`.
+                req.headers_mut().remove(header::HOST);
                 return Self::send_h2(tx, req).await;
             }
             self.drop_h2(&key);
