@@ -37,6 +37,9 @@ struct Opts {
     /// Requests per scenario (upper bound).
     #[arg(long, default_value_t = 50_000)]
     requests: u64,
+    /// Each contender's time is cut into this many slices, run in turns with the others.
+    #[arg(long, default_value_t = 4)]
+    slices: u32,
     /// Skip mitmproxy (it needs a Python 3.12 venv).
     #[arg(long)]
     no_mitm: bool,
@@ -289,6 +292,20 @@ struct Stats {
 }
 
 impl Stats {
+    /// Adds another run's counts (latencies unsorted until the caller sorts them).
+    fn merge(&mut self, o: Stats) {
+        self.ok += o.ok;
+        self.errors += o.errors;
+        self.secs += o.secs;
+        self.lat_us.extend(o.lat_us);
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+        self.full += o.full;
+        self.resumed += o.resumed;
+        self.tls12 += o.tls12;
+    }
+
     fn rps(&self) -> f64 {
         self.ok as f64 / self.secs
     }
@@ -301,9 +318,9 @@ impl Stats {
     }
 }
 
-async fn load(t: &Target, clients: usize, keepalive: bool, secs: u64, max: u64) -> Stats {
+async fn load(t: &Target, clients: usize, keepalive: bool, time: Duration, max: u64) -> Stats {
     let budget = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + time;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -597,9 +614,10 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     }
 
     println!(
-        "egress bench: {} s / {} requests max per scenario; HTTP/1.1 GET, 3-byte answer; loopback, {} CPUs",
+        "egress bench: {} s / {} requests max per scenario in {} interleaved slices; HTTP/1.1 GET, 3-byte answer; loopback, {} CPUs",
         opts.secs,
         opts.requests,
+        opts.slices.max(1),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
@@ -621,21 +639,36 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
         "(us = CPU microseconds per request, user + system, of the proxy, the nginx upstream, the load generator)"
     );
     let mut table: Vec<(String, usize, bool, f64, f64)> = Vec::new();
+    let slices = opts.slices.max(1);
+    let slice = Duration::from_millis(opts.secs * 1000 / u64::from(slices));
     for (keepalive, clients) in [(true, 64), (true, 1), (false, 64), (false, 1)] {
         if opts.mode.as_deref().is_some_and(|m| (m == "new") == keepalive) {
             continue;
         }
-        for ((name, t), proxy_pid) in targets.iter().zip(&proxy_pids) {
-            if opts.only.as_deref().is_some_and(|o| !name.contains(o)) {
-                continue;
+        let chosen: Vec<usize> =
+            (0..targets.len()).filter(|&i| opts.only.as_deref().is_none_or(|o| targets[i].0.contains(o))).collect();
+        // Contenders take turns, one slice each, so load from elsewhere on the box falls on
+        // all of them alike. CPU ticks: proxy, upstream, load generator.
+        let mut acc: Vec<(Stats, [u64; 3])> = chosen.iter().map(|_| (Stats::default(), [0; 3])).collect();
+        for _ in 0..slices {
+            for (k, &i) in chosen.iter().enumerate() {
+                let (t, proxy_pid) = (&targets[i].1, proxy_pids[i]);
+                // The load generator's own process only: the proxies are its children.
+                let me = || stat_ticks(std::process::id()).map_or(0, |(t, _)| t);
+                let before = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
+                let s = load(t, clients, keepalive, slice, opts.requests / u64::from(slices)).await;
+                let after = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
+                acc[k].0.merge(s);
+                for j in 0..3 {
+                    acc[k].1[j] += after[j] - before[j];
+                }
             }
-            // The load generator's own process only: the proxies are its children.
-            let me = || stat_ticks(std::process::id()).map_or(0, |(t, _)| t);
-            let before = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
-            let s = load(t, clients, keepalive, opts.secs, opts.requests).await;
-            let after = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
+        }
+        for (k, (mut s, ticks)) in acc.into_iter().enumerate() {
+            let (name, proxy_pid) = (targets[chosen[k]].0, proxy_pids[chosen[k]]);
+            s.lat_us.sort_unstable();
             let per_req = |i: usize| {
-                let us = (after[i] - before[i]) as f64 * 1e6 / clk_tck() as f64 / s.ok.max(1) as f64;
+                let us = ticks[i] as f64 * 1e6 / clk_tck() as f64 / s.ok.max(1) as f64;
                 if i == 0 && proxy_pid.is_none() { "-".to_string() } else { format!("{us:.1}") }
             };
             println!(
@@ -694,7 +727,7 @@ async fn soak(t: &Target, pid: u32) -> anyhow::Result<()> {
     let mut total_err = 0;
     let mut rss = Vec::new();
     for batch in 1..=4 {
-        let s = load(t, CONNS, true, 600, TOTAL / 4).await;
+        let s = load(t, CONNS, true, Duration::from_secs(600), TOTAL / 4).await;
         total_err += s.errors;
         let now = rss_kb(pid, "VmRSS:") as f64 / 1024.0;
         rss.push(now);
