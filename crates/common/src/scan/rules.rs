@@ -224,11 +224,7 @@ pub fn reads_like_identifier(s: &[u8]) -> bool {
             vowels += piece_vowels;
         }
     }
-    pieces > 0
-        && total >= pieces * 3
-        && singles * 4 <= pieces
-        && abbreviations * 3 <= pieces
-        && vowels * 5 >= letters
+    pieces > 0 && total >= pieces * 3 && singles * 4 <= pieces && abbreviations * 3 <= pieces && vowels * 5 >= letters
 }
 
 /// Among `out[first..]`, a finding overlapping a stronger one says nothing more: stronger is
