@@ -92,6 +92,15 @@ impl<'a> StreamScanner<'a> {
     pub fn recent(&self, since: usize) -> Vec<Finding> {
         let from = since.min(self.total).saturating_sub(self.overlap).max(self.base);
         let (before, data) = self.buf.split_at(from - self.base);
+        let mut found = self.scan_slice(data, from);
+        found.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
+        let lines = self.lines_before + before.iter().filter(|&&b| b == b'\n').count();
+        assign_lines(data, &mut found, from, lines);
+        found
+    }
+
+    /// Rules and known secrets over `data`, which starts at stream offset `offset`.
+    fn scan_slice(&self, data: &[u8], offset: usize) -> Vec<Finding> {
         let mut found = Vec::new();
         if let Some(r) = self.rules {
             r.scan_into(data, Context::default(), &mut found);
@@ -100,12 +109,9 @@ impl<'a> StreamScanner<'a> {
             k.scan_into(data, &mut found);
         }
         for f in &mut found {
-            f.start += from;
-            f.end += from;
+            f.start += offset;
+            f.end += offset;
         }
-        found.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
-        let lines = self.lines_before + before.iter().filter(|&&b| b == b'\n').count();
-        assign_lines(data, &mut found, from, lines);
         found
     }
 
@@ -117,17 +123,7 @@ impl<'a> StreamScanner<'a> {
         debug_assert_eq!(start, self.base);
         let end = self.total.min(self.window_end());
         let data = &self.buf[..end - self.base];
-        let mut found = Vec::new();
-        if let Some(r) = self.rules {
-            r.scan_into(data, Context::default(), &mut found);
-        }
-        if let Some(k) = self.known {
-            k.scan_into(data, &mut found);
-        }
-        for f in &mut found {
-            f.start += self.base;
-            f.end += self.base;
-        }
+        let mut found = self.scan_slice(data, self.base);
         found.retain(|f| f.start >= owned_start && f.start < owned_end);
         found.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
         assign_lines(data, &mut found, self.base, self.lines_before);
