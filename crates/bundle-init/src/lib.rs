@@ -181,9 +181,13 @@ fn say(msg: &str) {
 fn forward_lines(name: String, from: impl Read + Send + 'static, to: fn() -> Box<dyn Write>) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(from);
+        let prefix = format!("[{name}] ");
         let mut line = Vec::new();
         loop {
+            // The prefix goes into the same buffer as the line: one write, so a line from
+            // bundle-init itself (or another daemon) can never land between the two.
             line.clear();
+            line.extend_from_slice(prefix.as_bytes());
             match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
@@ -191,7 +195,6 @@ fn forward_lines(name: String, from: impl Read + Send + 'static, to: fn() -> Box
                         line.push(b'\n');
                     }
                     let mut out = to();
-                    let _ = out.write_all(format!("[{name}] ").as_bytes());
                     let _ = out.write_all(&line);
                     let _ = out.flush();
                 }
