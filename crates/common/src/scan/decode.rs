@@ -102,7 +102,12 @@ pub(crate) fn segments(data: &[u8]) -> Vec<Segment> {
         let text = if s.len() >= 2 * MIN_LEN && s.iter().all(u8::is_ascii_hexdigit) {
             hex(s)
         } else if s.iter().any(u8::is_ascii_uppercase) && s.iter().any(u8::is_ascii_lowercase) {
-            // Plain words and identifiers in one case are not worth a decode.
+            // Plain words and identifiers in one case are not worth a decode; nor is a long run
+            // (an embedded image, say) whose first bytes already decode to something not text.
+            let head = &s[..s.len().min(256)];
+            if s.len() > head.len() && !base64(head).is_some_and(|t| is_text(&t)) {
+                continue;
+            }
             base64(s)
         } else {
             None
@@ -140,5 +145,9 @@ mod tests {
         assert!(decoded("let some_long_identifier_name = other_long_identifier_value;").is_empty());
         assert!(decoded("ThisIsACamelCaseIdentifierName").is_empty(), "decodes to bytes that are not text");
         assert!(decoded("0123456789abcdef0123456789abcdef").is_empty(), "hex of binary");
+        let image: Vec<u8> = (0..30_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        assert!(decoded(&general_purpose::STANDARD.encode(&image)).is_empty(), "a long binary run");
+        let text = "line of text with password=hunter2hunter2\n".repeat(40);
+        assert_eq!(decoded(&general_purpose::STANDARD.encode(&text)), [text], "a long text run");
     }
 }
