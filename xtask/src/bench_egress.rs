@@ -405,6 +405,16 @@ fn clk_tck() -> u64 {
     })
 }
 
+/// (idle, total) ticks of the whole box from /proc/stat.
+fn box_ticks() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (idle, v.iter().take(8).sum())
+}
+
 /// (user + system ticks, parent pid) of one process, its exited threads included.
 fn stat_ticks(pid: u32) -> Option<(u64, u32)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -492,8 +502,13 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
             r#"{{"version":1,"routes":[{{"host":"127.0.0.1","port":{up_port},"auth":{{"token_env":"EGRESS_TOKEN_0"}}}}]}}"#
         ),
     )?;
+    let mut eg_cmd = Command::new(&proxy_bin);
+    // EGRESS_PROXY_THREADS: the proxy's tokio worker count (runtime-shape experiments).
+    if let Some(n) = std::env::var_os("EGRESS_PROXY_THREADS") {
+        eg_cmd.env("TOKIO_WORKER_THREADS", n);
+    }
     let eg = Proc(
-        Command::new(&proxy_bin)
+        eg_cmd
             .arg(format!("--listen=127.0.0.1:{eg_port}"))
             .arg(format!("--routes={d}/egress/routes.json"))
             .arg(format!("--ca-cert={d}/bottle.crt"))
@@ -621,7 +636,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<18} {:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4}",
+        "{:<18} {:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4} {:>5}",
         "contender",
         "clients",
         "conn",
@@ -633,7 +648,8 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
         "upstrm us",
         "loadgen us",
         "full/resumed",
-        "tls"
+        "tls",
+        "idle%"
     );
     println!(
         "(us = CPU microseconds per request, user + system, of the proxy, the nginx upstream, the load generator)"
@@ -649,22 +665,27 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
             (0..targets.len()).filter(|&i| opts.only.as_deref().is_none_or(|o| targets[i].0.contains(o))).collect();
         // Contenders take turns, one slice each, so load from elsewhere on the box falls on
         // all of them alike. CPU ticks: proxy, upstream, load generator.
-        let mut acc: Vec<(Stats, [u64; 3])> = chosen.iter().map(|_| (Stats::default(), [0; 3])).collect();
+        let mut acc: Vec<(Stats, [u64; 3], (u64, u64))> =
+            chosen.iter().map(|_| (Stats::default(), [0; 3], (0, 0))).collect();
         for _ in 0..slices {
             for (k, &i) in chosen.iter().enumerate() {
                 let (t, proxy_pid) = (&targets[i].1, proxy_pids[i]);
                 // The load generator's own process only: the proxies are its children.
                 let me = || stat_ticks(std::process::id()).map_or(0, |(t, _)| t);
                 let before = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
+                let box_before = box_ticks();
                 let s = load(t, clients, keepalive, slice, opts.requests / u64::from(slices)).await;
+                let box_after = box_ticks();
                 let after = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
                 acc[k].0.merge(s);
+                acc[k].2.0 += box_after.0 - box_before.0;
+                acc[k].2.1 += box_after.1 - box_before.1;
                 for j in 0..3 {
                     acc[k].1[j] += after[j] - before[j];
                 }
             }
         }
-        for (k, (mut s, ticks)) in acc.into_iter().enumerate() {
+        for (k, (mut s, ticks, (idle, total))) in acc.into_iter().enumerate() {
             let (name, proxy_pid) = (targets[chosen[k]].0, proxy_pids[chosen[k]]);
             s.lat_us.sort_unstable();
             let per_req = |i: usize| {
@@ -672,7 +693,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 if i == 0 && proxy_pid.is_none() { "-".to_string() } else { format!("{us:.1}") }
             };
             println!(
-                "{:<18} {:>7} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4}{}",
+                "{:<18} {:>7} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4} {:>5.1}{}",
                 name,
                 clients,
                 if keepalive { "keep-alive" } else { "new" },
@@ -689,6 +710,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                     (n, all) if n == all => "1.2",
                     _ => "mix",
                 },
+                idle as f64 * 100.0 / total.max(1) as f64,
                 s.first_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
             );
             table.push((name.to_string(), clients, keepalive, s.rps(), s.pct(0.5)));
