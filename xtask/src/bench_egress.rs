@@ -744,11 +744,16 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
 async fn soak(t: &Target, pid: u32) -> anyhow::Result<()> {
     const TOTAL: u64 = 100_000;
     const CONNS: usize = 256;
-    println!("soak: {TOTAL} requests over {CONNS} keep-alive connections through egress-proxy");
+    // BENCH_SOAK_BATCHES: more batches of TOTAL/4 requests, to tell growth from a plateau.
+    let batches: u32 = std::env::var("BENCH_SOAK_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    println!(
+        "soak: {} requests over {CONNS} keep-alive connections through egress-proxy, in {batches} batches",
+        TOTAL / 4 * u64::from(batches)
+    );
     println!("{:>8} {:>10} {:>8} {:>10}", "batch", "req/s", "errors", "RSS MB");
     let mut total_err = 0;
     let mut rss = Vec::new();
-    for batch in 1..=4 {
+    for batch in 1..=batches {
         let s = load(t, CONNS, true, Duration::from_secs(600), TOTAL / 4).await;
         total_err += s.errors;
         let now = rss_kb(pid, "VmRSS:") as f64 / 1024.0;
