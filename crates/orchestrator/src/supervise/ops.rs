@@ -189,7 +189,9 @@ pub fn summary(req: &QueueRequest) -> String {
             format!("{t} — {}", s("reason"))
         }
         supervise::tools::REQUEST_CAPABILITY => format!("{} — {}", s("capability"), s("reason")),
+        // Anything else that states its question (a push git-gate holds) shows it.
         _ => match a {
+            Value::Object(m) if m.get("question").is_some_and(Value::is_string) => s("question"),
             Value::Object(m) => m.keys().cloned().collect::<Vec<_>>().join(", "),
             other => other.to_string(),
         },
@@ -285,6 +287,16 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_request_that_states_its_question_is_summarised_by_it() {
+        let (_d, _home, q) = home_with_bottle("b1");
+        let held =
+            q.file("b1", "git_push", json!({"repo": "app", "question": "push to app: 1 possible secret"})).unwrap();
+        assert_eq!(summary(&held), "push to app: 1 possible secret");
+        let other = q.file("b1", "something_new", json!({"b": 1, "a": 2})).unwrap();
+        assert_eq!(summary(&other), "a, b");
     }
 
     #[test]
