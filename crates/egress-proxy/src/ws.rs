@@ -1,9 +1,11 @@
 //! WebSocket relay after an allowed upgrade (the server → client half is a plain copy in
 //! `proxy.rs`). Client → server frames are read whole (at most `max_frame` bytes), unmasked,
-//! and every payload (control frames too, in wire order) is fed to
+//! and every data payload (text, binary, continuation, in wire order) is fed to
 //! one [`StreamScanner`](common::scan::StreamScanner) for the connection, so the payloads are
 //! scanned as one stream: bounded memory, and a secret split across the fragments of a message
-//! or across messages is seen whole. Frames are forwarded only after the scanner has looked at
+//! or across messages is seen whole. Control frames (ping, pong, close: at most 125 bytes) are
+//! scanned each on its own and kept out of that stream, so one sent between two fragments
+//! cannot split a secret in the stream's view. Frames are forwarded only after the scanner has looked at
 //! them together with the 16 KiB before them (every whole frame buffered at that point, as one
 //! batch, so a burst of small frames costs one look-back), so the frame that completes a secret
 //! never leaves; a finding closes both sides (frames before it, which held only part of the
@@ -76,7 +78,7 @@ where
                 ));
                 break;
             }
-            if let Some(scanner) = scanner.as_mut() {
+            if let (Some(scanner), Some(detectors)) = (scanner.as_mut(), detectors) {
                 let (payload_at, mask) = payload_offset(frame);
                 payload.clear();
                 payload.extend_from_slice(&frame[payload_at..]);
@@ -85,7 +87,14 @@ where
                         *b ^= m[i % 4];
                     }
                 }
-                found.extend(scanner.feed(&payload));
+                if frame[0] & 0x08 != 0 {
+                    // A control frame: scanned alone, not part of the data stream.
+                    let mut alone = engine.stream(detectors);
+                    found.extend(alone.feed(&payload));
+                    found.extend(alone.finish());
+                } else {
+                    found.extend(scanner.feed(&payload));
+                }
             }
             end += n;
         }
@@ -273,6 +282,22 @@ mod tests {
             assert_eq!(stop, Stop::Finding("known-secret".into()), "fragmented {fragmented}");
             assert_eq!(out, frames[0], "fragmented {fragmented}: only the first part went out");
         }
+    }
+
+    #[tokio::test]
+    async fn a_control_frame_between_fragments_does_not_hide_a_split_secret() {
+        let (a, b) = T.split_at(10);
+        let first = frame_op(1, format!("say {a}").as_bytes(), [1, 2, 3, 4], false);
+        let ping = frame_op(9, b"keepalive", [5, 6, 7, 8], true);
+        let last = frame_op(0, format!("{b} now").as_bytes(), [9, 9, 9, 9], true);
+        let (stop, out) = relay(vec![first.clone(), ping.clone(), last]).await;
+        assert_eq!(stop, Stop::Finding("known-secret".into()));
+        assert_eq!(out, [first, ping].concat(), "the fragment completing the secret never leaves");
+        // A secret in a control frame's own payload is found too.
+        let pong = frame_op(10, format!("pong {T}").as_bytes(), [1, 1, 1, 1], true);
+        let (stop, out) = relay(vec![pong]).await;
+        assert_eq!(stop, Stop::Finding("known-secret".into()));
+        assert!(out.is_empty());
     }
 
     #[tokio::test]
