@@ -912,6 +912,16 @@ impl Proxy {
             body_out = body::empty();
             let out = Request::from_parts(parts, body_out);
             return match self.ws_client.request(out).await {
+                Ok(resp)
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                        && resp.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS) =>
+                {
+                    // An extension nobody offered (compression, say): its frames could not be
+                    // scanned, and the client would have to fail the connection anyway.
+                    let why = "upstream accepted the websocket with an extension that was not offered";
+                    self.audit(&live, Event::Deny, &target.host, &method, &path, why);
+                    text(StatusCode::BAD_GATEWAY, format!("bot-bottle egress: {why}\n"))
+                }
                 Ok(mut resp) => {
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         let upstream = hyper::upgrade::on(&mut resp);

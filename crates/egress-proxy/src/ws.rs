@@ -12,9 +12,9 @@
 //! secret, may have gone out). Server → client is inbound and not scanned.
 //!
 //! Compression: the proxy removes `Sec-WebSocket-Extensions` from the upgrade request, so no
-//! extension is negotiated; should an upstream answer with one anyway, the client's compressed
-//! frames carry RSV1, and any frame with an RSV bit set is refused here (it cannot be scanned
-//! decoded), closing both sides. Nothing compressed passes unscanned.
+//! extension is negotiated; an upstream that answers with one anyway gets no WebSocket (the
+//! client gets 502, in `proxy.rs`), and any frame with an RSV bit set is refused here (it cannot
+//! be scanned decoded), closing both sides. Nothing compressed passes unscanned.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

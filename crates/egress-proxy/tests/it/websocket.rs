@@ -185,7 +185,7 @@ async fn deflate_insisting_upstream() -> (u16, Arc<Mutex<String>>, Arc<Mutex<Vec
 }
 
 #[tokio::test]
-async fn an_upstream_forcing_deflate_still_gets_no_compressed_frame() {
+async fn an_upstream_forcing_deflate_is_refused_before_any_frame() {
     let (port, up_head, got) = deflate_insisting_upstream().await;
     let routes = format!(r#"{{"version":1,"routes":[{{"host":"deflate.test","port":{port}}}]}}"#);
     let proxy = start_proxy(
@@ -207,27 +207,16 @@ async fn an_upstream_forcing_deflate_still_gets_no_compressed_frame() {
     .await
     .unwrap();
     let h = head(&mut s).await;
-    assert!(h.starts_with("HTTP/1.1 101"), "{h}");
-    assert!(h.to_ascii_lowercase().contains("permessage-deflate"), "the upstream's answer reaches the client: {h}");
+    // The upstream answered 101 with an extension nobody offered it: the client gets 502, no
+    // WebSocket, so no frame (compressed or not) can pass.
+    assert!(h.starts_with("HTTP/1.1 502"), "{h}");
+    assert!(!h.to_ascii_lowercase().contains("permessage-deflate"), "{h}");
     assert!(!up_head.lock().unwrap().to_ascii_lowercase().contains("sec-websocket-extensions"));
-    let clean = frame(1, true, false, b"uncompressed hello");
-    s.write_all(&clean).await.unwrap();
-    // Wait (bounded) until the clean frame has arrived upstream.
-    for _ in 0..200 {
-        if got.lock().unwrap().len() >= clean.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(*got.lock().unwrap(), clean);
-    // The client now believes deflate was agreed and compresses: refused, connection closed.
     let compressed = frame(1, true, true, &deflate(format!("token {TOKEN}").as_bytes()));
-    s.write_all(&compressed).await.unwrap();
-    let mut rest = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
-    assert!(r.is_ok(), "the proxy kept the connection open");
-    assert_eq!(*got.lock().unwrap(), clean, "only the uncompressed frame reached the upstream");
+    let _ = s.write_all(&compressed).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(got.lock().unwrap().is_empty(), "no frame reached the upstream");
     let denies = ws_denies(&proxy);
     assert_eq!(denies.len(), 1, "{denies:?}");
-    assert!(denies[0].contains("RSV"), "{denies:?}");
+    assert!(denies[0].contains("extension that was not offered"), "{denies:?}");
 }
