@@ -919,7 +919,7 @@ impl Proxy {
                     // An extension nobody offered (compression, say): its frames could not be
                     // scanned, and the client would have to fail the connection anyway.
                     let why = "upstream accepted the websocket with an extension that was not offered";
-                    self.audit(&live, Event::Deny, &target.host, &method, &path, why);
+                    self.audit(&live, Event::Deny, &target.host, method, path, why);
                     text(StatusCode::BAD_GATEWAY, format!("bot-bottle egress: {why}\n"))
                 }
                 Ok(mut resp) => {
