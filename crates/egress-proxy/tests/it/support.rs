@@ -88,12 +88,8 @@ impl Upstream {
     }
 }
 
-async fn record(
-    seen: Arc<Mutex<Vec<Seen>>>,
-    mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let ws = req.headers().get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let on_upgrade = ws.then(|| hyper::upgrade::on(&mut req));
+/// Reads `req` whole and adds it to `seen`.
+pub async fn note(seen: &Mutex<Vec<Seen>>, req: Request<Incoming>) -> Result<(), hyper::Error> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
     seen.lock().unwrap().push(Seen {
@@ -103,6 +99,16 @@ async fn record(
         headers: parts.headers,
         body,
     });
+    Ok(())
+}
+
+async fn record(
+    seen: Arc<Mutex<Vec<Seen>>>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let ws = req.headers().get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let on_upgrade = ws.then(|| hyper::upgrade::on(&mut req));
+    note(&seen, req).await?;
     if let Some(up) = on_upgrade {
         tokio::spawn(async move {
             if let Ok(up) = up.await {
