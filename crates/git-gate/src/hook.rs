@@ -57,6 +57,7 @@ impl Hold {
         Ok(Some(Hold { queue: PathBuf::from(queue), bottle, timeout_secs }))
     }
 }
+
 /// Bound on forwarding a push upstream.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
