@@ -21,9 +21,15 @@ pub mod upstream;
 pub mod ws;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use anyhow::Context as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{Args, Config};
 
@@ -48,6 +54,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
 
 /// [`run`] with a SIGHUP stream created by the caller (the binary installs it before it
 /// announces readiness, so an early SIGHUP reloads instead of killing the process).
+///
+/// Runtime shape, like nginx's worker per core: [`serving_threads`] threads, each a
+/// single-threaded tokio runtime with its own upstream pool that serves its connections from
+/// start to end, so a request never hops between threads. The caller's runtime accepts and
+/// hands each connection to the serving thread with the fewest open ones, and watches the
+/// routes. Routes, the CA, the audit log, the limits and the body budget are shared.
+/// Measured against one multi-threaded tokio runtime (keep-alive, 64 clients, 2 CPUs): the
+/// box idled 2% of the time instead of 5-6%, for 10% more requests per second; handing
+/// connections out by count, rather than letting the threads race for `accept`, is what
+/// removed the idling.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -59,23 +75,45 @@ pub async fn serve(
     let resolve = Arc::new(resolve);
     let connector =
         upstream::Connector::new(tls::client_config(roots.clone(), &[b"h2", b"http/1.1"])?, resolve.clone());
-    let ws_connector = upstream::Connector::new(tls::client_config(roots, &[b"http/1.1"])?, resolve);
+    let ws_client = upstream::client(upstream::Connector::new(tls::client_config(roots, &[b"http/1.1"])?, resolve));
     let max = limits.max_connections;
     let budget_kib = u32::try_from(limits.max_buffered_bytes / 1024).unwrap_or(u32::MAX) as usize;
-    let proxy = Arc::new(Proxy {
-        live: RwLock::new(Arc::new(live(routes, tokens, &extra_secrets))),
-        mint,
-        upstream: upstream::Pool::new(connector, 256, std::time::Duration::from_secs(60)),
-        ws_client: upstream::client(ws_connector),
-        audit: audit::Audit::new(bottle.clone(), audit),
-        queue,
-        bottle,
-        limits,
-        body_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
-    });
-    let watcher = tokio::spawn(reload::watch(proxy.clone(), routes_path, extra_secrets, env, hup));
+    let live_routes = Arc::new(RwLock::new(Arc::new(live(routes, tokens, &extra_secrets))));
+    let (mint, audit) = (Arc::new(mint), Arc::new(audit::Audit::new(bottle.clone(), audit)));
+    let body_budget = Arc::new(tokio::sync::Semaphore::new(budget_kib));
+    let threads = serving_threads();
+    // `done`: the drain is over, close what is left. It also fires when this future is
+    // dropped (a caller that stops polling it takes the serving threads down).
+    let done = CancellationToken::new();
+    let _done_guard = done.clone().drop_guard();
+    let mut shards = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let proxy = Proxy {
+            live: live_routes.clone(),
+            mint: mint.clone(),
+            upstream: upstream::Pool::new(connector.clone(), (256 / threads).max(16), Duration::from_secs(60)),
+            ws_client: ws_client.clone(),
+            audit: audit.clone(),
+            queue: queue.clone(),
+            bottle: bottle.clone(),
+            limits: limits.clone(),
+            body_budget: body_budget.clone(),
+        };
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a serving runtime")?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (count, done) = (open.clone(), done.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("egress-{i}"))
+            .spawn(move || rt.block_on(shard(Arc::new(proxy), rx, count, done)))
+            .context("starting a serving thread")?;
+        shards.push(Shard { tx, open, thread });
+    }
+    let watcher = tokio::spawn(reload::watch(live_routes, routes_path, extra_secrets, env, hup));
     let permits = Arc::new(tokio::sync::Semaphore::new(max));
     tokio::pin!(shutdown);
+    let mut next = 0;
     loop {
         let permit = tokio::select! {
             () = &mut shutdown => break,
@@ -88,18 +126,118 @@ pub async fn serve(
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!("accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        tokio::spawn(proxy.clone().serve_client(stream, peer, Arc::new(permit)));
+        let to = fewest_open(&shards, next);
+        next = (to + 1) % shards.len();
+        // Off this runtime's poller; the serving thread registers it with its own.
+        match stream.into_std() {
+            Ok(stream) => {
+                shards[to].open.fetch_add(1, Ordering::Relaxed);
+                if shards[to].tx.send((stream, peer, permit)).is_err() {
+                    tracing::error!("serving thread {to} has stopped; connection from {peer} dropped");
+                }
+            }
+            Err(e) => tracing::warn!("taking the connection from {peer}: {e}"),
+        }
     }
     drop(listener);
     watcher.abort();
+    // The serving threads finish what they have; no more connections come.
+    let threads: Vec<_> = shards.into_iter().map(|s| s.thread).collect();
     let drained = tokio::time::timeout(common::shutdown::GRACE, permits.acquire_many(max as u32)).await;
     if drained.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
     }
+    done.cancel();
+    for t in threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     Ok(())
+}
+
+/// How many serving threads: `TOKIO_WORKER_THREADS` when set to a positive number (the knob a
+/// multi-threaded tokio runtime reads), else one per CPU this process may use.
+pub fn serving_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+type Handoff = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
+
+/// A serving thread as the acceptor sees it.
+struct Shard {
+    tx: tokio::sync::mpsc::UnboundedSender<Handoff>,
+    /// Its open connections.
+    open: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// The shard with the fewest open connections; ties go to the first from `start` on, so
+/// connections that arrive together are dealt out in turn.
+fn fewest_open(shards: &[Shard], start: usize) -> usize {
+    fewest(shards.len(), start, |k| shards[k].open.load(Ordering::Relaxed))
+}
+
+/// The index below `n` with the smallest `load`, the first from `start` on among equals.
+fn fewest(n: usize, start: usize, load: impl Fn(usize) -> usize) -> usize {
+    (0..n).map(|k| (start + k) % n).min_by_key(|&k| load(k)).unwrap_or(0)
+}
+
+/// One serving thread's work: serves the connections handed to it until the acceptor hangs
+/// up and `done` fires, then returns (its runtime drops whatever is still open). `open`
+/// counts its live connections.
+async fn shard(
+    proxy: Arc<Proxy>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+    open: Arc<AtomicUsize>,
+    done: CancellationToken,
+) {
+    while let Some((stream, peer, permit)) = rx.recv().await {
+        let (proxy, open) = (proxy.clone(), open.clone());
+        tokio::spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => proxy.serve_client(stream, peer, Arc::new(permit)).await,
+                Err(e) => tracing::warn!("registering the connection from {peer}: {e}"),
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    done.cancelled().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fewest;
+
+    #[test]
+    fn connections_go_to_the_least_busy_thread_and_ties_take_turns() {
+        let mut open = [0usize; 3];
+        let mut next = 0;
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            let to = fewest(open.len(), next, |k| open[k]);
+            next = (to + 1) % open.len();
+            open[to] += 1;
+            order.push(to);
+        }
+        assert_eq!(order, [0, 1, 2, 0, 1, 2]);
+        // Thread 1 lost its connections: it gets the next ones until it catches up.
+        open = [5, 1, 4];
+        let picks: Vec<usize> = (0..5)
+            .map(|_| {
+                let to = fewest(open.len(), 0, |k| open[k]);
+                open[to] += 1;
+                to
+            })
+            .collect();
+        assert_eq!(picks, [1, 1, 1, 1, 2]);
+        assert_eq!(fewest(1, 0, |_| 9), 0);
+    }
 }

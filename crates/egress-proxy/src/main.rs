@@ -14,7 +14,9 @@ fn main() -> ExitCode {
 
 fn real_main(args: Args) -> anyhow::Result<()> {
     let config = Config::from_args(&args).context("invalid egress-proxy configuration")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    // This runtime only watches routes and signals; the serving threads run their own (see `serve`).
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
     rt.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

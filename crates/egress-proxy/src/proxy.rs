@@ -75,13 +75,18 @@ impl Live {
     }
 }
 
-/// State shared by every connection.
+/// The routes in force, swapped whole by a reload.
+pub type LiveCell = RwLock<Arc<Live>>;
+
+/// What one serving thread's connections use: its own upstream pool, everything else shared
+/// with the other serving threads.
 pub struct Proxy {
-    pub live: RwLock<Arc<Live>>,
-    pub mint: Mint,
+    pub live: Arc<LiveCell>,
+    pub mint: Arc<Mint>,
+    /// This serving thread's upstream connections.
     pub upstream: Arc<Pool>,
     pub ws_client: UpstreamClient,
-    pub audit: Audit,
+    pub audit: Arc<Audit>,
     pub queue: Option<common::queue::Queue>,
     pub bottle: String,
     pub limits: Limits,
@@ -126,6 +131,10 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
+
+/// Request bodies up to this size are scanned on the serving thread; larger ones (a scan of
+/// megabytes takes milliseconds) on the blocking pool.
+const SCAN_INLINE_MAX: usize = 64 * 1024;
 
 /// Headers that describe one hop and are never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -724,16 +733,30 @@ impl Proxy {
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                     .flat_map(|v| body::encodings(&v))
                     .collect::<Vec<_>>();
-                let plain = if encs.is_empty() {
-                    None
-                } else {
-                    match body::decode(&body_bytes, &encs, self.limits.max_body_bytes) {
-                        Ok(d) => Some(d),
-                        Err(e) => return self.deny(&live, &target.host, method, path, &e.to_string()),
+                let work = {
+                    let (live, detectors, raw) = (live.clone(), detectors.clone(), body_bytes.clone());
+                    let max = self.limits.max_body_bytes;
+                    move || -> Result<(Option<Vec<u8>>, Vec<Hit>), String> {
+                        let plain = if encs.is_empty() {
+                            None
+                        } else {
+                            Some(body::decode(&raw, &encs, max).map_err(|e| e.to_string())?)
+                        };
+                        let hits = live.dlp.scan(&detectors, plain.as_deref().unwrap_or(&raw));
+                        Ok((plain, hits))
                     }
                 };
-                insp.body = live.dlp.scan(detectors, plain.as_deref().unwrap_or(&body_bytes));
-                decoded = plain;
+                // A large body is decoded and scanned on the blocking pool: this serving
+                // thread has other connections to keep moving meanwhile.
+                let scanned = if body_bytes.len() > SCAN_INLINE_MAX {
+                    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(format!("scanning the body: {e}")))
+                } else {
+                    work()
+                };
+                match scanned {
+                    Ok((plain, hits)) => (decoded, insp.body) = (plain, hits),
+                    Err(e) => return self.deny(&live, &target.host, method, path, &e),
+                }
             }
             if !insp.is_clean() {
                 let summary = insp.summary();

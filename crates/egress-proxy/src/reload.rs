@@ -12,7 +12,7 @@ use common::formats::Routes;
 use sha2::{Digest, Sha256};
 
 use crate::config::EnvFn;
-use crate::proxy::Proxy;
+use crate::proxy::LiveCell;
 
 pub const POLL: Duration = Duration::from_millis(250);
 
@@ -38,7 +38,7 @@ fn hash(bytes: &[u8]) -> [u8; 32] {
 
 /// One check: reloads when the content differs from `last` (or `force`).
 pub fn check(
-    proxy: &Proxy,
+    live: &LiveCell,
     path: &Path,
     extra: &[Secret],
     env: &EnvFn,
@@ -66,7 +66,7 @@ pub fn check(
     match load(path, env) {
         Ok((routes, tokens)) => {
             let n = routes.routes.len();
-            *proxy.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(crate::live(routes, tokens, extra));
+            *live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(crate::live(routes, tokens, extra));
             tracing::info!(routes = n, file = %path.display(), "routes reloaded");
             Outcome::Reloaded
         }
@@ -86,7 +86,7 @@ pub fn hangup() -> Option<tokio::signal::unix::Signal> {
 
 /// Runs forever: polls `path` and listens for SIGHUP.
 pub async fn watch(
-    proxy: Arc<Proxy>,
+    live: Arc<LiveCell>,
     path: PathBuf,
     extra: Vec<Secret>,
     env: EnvFn,
@@ -103,6 +103,6 @@ pub async fn watch(
                 true
             }
         };
-        check(&proxy, &path, &extra, &env, &mut last, force);
+        check(&live, &path, &extra, &env, &mut last, force);
     }
 }

@@ -140,6 +140,55 @@ async fn oversized_bodies_are_refused_whole() {
     assert_eq!(up.count(), 0);
 }
 
+/// Bodies over the inline limit are scanned off the serving thread: the verdict is the same,
+/// clean ones arrive byte for byte, and a decode failure there is still a refusal.
+#[tokio::test]
+async fn large_bodies_are_scanned_like_small_ones() {
+    let (up, proxy) = world(&[]).await;
+    let url = format!("https://api.test:{}", up.port());
+    let dir = proxy.dir.path();
+    let filler: String = (0..600_000u32).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+    let (head, tail) = filler.split_at(300_000);
+    std::fs::write(dir.join("leak.txt"), format!("{head} {TOKEN} {tail}")).unwrap();
+    let (code, body) =
+        curl(&proxy, &format!("{url}/leak"), &["--data-binary", &format!("@{}/leak.txt", dir.display())]).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("known-secret in body"), "{body}");
+    // Compressed to more than the inline limit, with the token at the very end.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noisy: Vec<u8> = (0..400_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect();
+    let mut plain = noisy.clone();
+    plain.extend_from_slice(format!(" {TOKEN}").as_bytes());
+    let zipped = gzip(&plain);
+    assert!(zipped.len() > 64 * 1024);
+    std::fs::write(dir.join("leak.gz"), &zipped).unwrap();
+    let gz_args = ["--data-binary", &format!("@{}/leak.gz", dir.display()), "-H", "Content-Encoding: gzip"];
+    let (code, body) = curl(&proxy, &format!("{url}/gz"), &gz_args).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("known-secret in body"), "{body}");
+    // Not gzip at all, though it says so: refused on the blocking pool too.
+    std::fs::write(dir.join("bad.gz"), &noisy).unwrap();
+    let bad_args = ["--data-binary", &format!("@{}/bad.gz", dir.display()), "-H", "Content-Encoding: gzip"];
+    let (code, body) = curl(&proxy, &format!("{url}/bad"), &bad_args).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("gzip"), "{body}");
+    assert_eq!(up.count(), 0);
+    std::fs::write(dir.join("clean.txt"), &filler).unwrap();
+    let (code, body) =
+        curl(&proxy, &format!("{url}/clean"), &["--data-binary", &format!("@{}/clean.txt", dir.display())]).await;
+    assert_eq!((code, body.as_str()), (200, "upstream ok"));
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, filler.as_bytes());
+}
+
 #[tokio::test]
 async fn redact_mode_forwards_with_secrets_replaced() {
     let (up, proxy) = world(&[]).await;
