@@ -159,14 +159,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serving threads by default at most: one bottle's agent does not need more (each thread
+/// proxies ~20k keep-alive requests/s), and every bottle on a large host has its own proxy.
+const MAX_DEFAULT_THREADS: usize = 4;
+
 /// How many serving threads: `TOKIO_WORKER_THREADS` when set to a positive number (the knob a
-/// multi-threaded tokio runtime reads), else one per CPU this process may use.
+/// multi-threaded tokio runtime reads), else one per CPU this process may use, at most
+/// [`MAX_DEFAULT_THREADS`].
 pub fn serving_threads() -> usize {
     std::env::var("TOKIO_WORKER_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_DEFAULT_THREADS))
 }
 
 type Handoff = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
