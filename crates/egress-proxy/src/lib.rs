@@ -205,16 +205,25 @@ async fn shard(
     done: CancellationToken,
 ) {
     while let Some((stream, peer, permit)) = rx.recv().await {
-        let (proxy, open) = (proxy.clone(), open.clone());
+        let (proxy, open) = (proxy.clone(), Open(open.clone()));
         tokio::spawn(async move {
+            let _open = open;
             match TcpStream::from_std(stream) {
                 Ok(stream) => proxy.serve_client(stream, peer, Arc::new(permit)).await,
                 Err(e) => tracing::warn!("registering the connection from {peer}: {e}"),
             }
-            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
     done.cancelled().await;
+}
+
+/// One open connection on a serving thread's count, however its task ends.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
