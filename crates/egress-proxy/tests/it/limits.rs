@@ -51,3 +51,53 @@ async fn slow_heads_idle_tunnels_and_huge_heads_are_cut_off() {
     assert_eq!((code, body.as_str()), (200, "ok"));
     assert_eq!(up.count(), 0);
 }
+
+/// A keep-alive connection to the proxy asking `_egress.local` for its health.
+async fn health_conn(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+async fn healthy(send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>) {
+    use http_body_util::BodyExt;
+    send.ready().await.unwrap();
+    let req = http::Request::get("http://_egress.local/health")
+        .header("host", "_egress.local")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+}
+
+/// Stopping (SIGTERM in the binary): the listener closes first, connections already open on
+/// any serving thread are still answered, and the proxy is gone as soon as they close.
+#[tokio::test]
+async fn stopping_refuses_new_connections_and_drains_open_ones() {
+    let ca = Ca::new("upstream CA");
+    let mut proxy = start_proxy(r#"{"version":1,"routes":[]}"#, &ca, &[], &[]).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut c = health_conn(proxy.addr).await;
+        healthy(&mut c).await;
+        open.push(c);
+    }
+    proxy.stop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(proxy.addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "still accepting after stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for c in &mut open {
+        healthy(c).await;
+    }
+    drop(open);
+    // Well inside the 5 s grace period: the drain ends when the last connection does.
+    tokio::time::timeout(Duration::from_secs(3), proxy.finished())
+        .await
+        .expect("the proxy stopped once its connections closed");
+}

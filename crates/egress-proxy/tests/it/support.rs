@@ -195,17 +195,30 @@ pub struct Proxy {
     pub queue: PathBuf,
     pub ca_pem_path: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+        self.stop();
     }
 }
 
 impl Proxy {
+    /// Asks the proxy to stop, as SIGTERM does.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Waits until `run` has returned.
+    pub async fn finished(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()
@@ -284,7 +297,7 @@ pub async fn start_proxy_with(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         egress_proxy::run(config, listener, async {
             let _ = rx.await;
         })
@@ -293,7 +306,7 @@ pub async fn start_proxy_with(
     });
     let ca_pem_path = dir.path().join("bottle-ca.pem");
     std::fs::write(&ca_pem_path, &bottle.pem).unwrap();
-    Proxy { addr, dir, routes, audit, queue, ca_pem_path, stop: Some(tx) }
+    Proxy { addr, dir, routes, audit, queue, ca_pem_path, stop: Some(tx), task: Some(task) }
 }
 
 /// Runs curl through the proxy; returns (status, body). `args` go before the URL.
