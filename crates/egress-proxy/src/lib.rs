@@ -86,6 +86,7 @@ pub async fn serve(
     // dropped (a caller that stops polling it takes the serving threads down).
     let done = CancellationToken::new();
     let _done_guard = done.clone().drop_guard();
+    let stopping = CancellationToken::new();
     let mut shards = Vec::with_capacity(threads);
     for i in 0..threads {
         let proxy = Proxy {
@@ -98,6 +99,7 @@ pub async fn serve(
             bottle: bottle.clone(),
             limits: limits.clone(),
             body_budget: body_budget.clone(),
+            stopping: stopping.clone(),
         };
         let rt =
             tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a serving runtime")?;
@@ -146,6 +148,7 @@ pub async fn serve(
     }
     drop(listener);
     watcher.abort();
+    stopping.cancel();
     // The serving threads finish what they have; no more connections come.
     let threads: Vec<_> = shards.into_iter().map(|s| s.thread).collect();
     let drained = tokio::time::timeout(common::shutdown::GRACE, permits.acquire_many(max as u32)).await;

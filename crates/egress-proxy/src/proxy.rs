@@ -92,6 +92,8 @@ pub struct Proxy {
     pub limits: Limits,
     /// Bytes (in KiB permits) of request bodies held for DLP across all requests.
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Fires when the proxy stops: connections finish what is in flight and close when idle.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Where a request is going.
@@ -421,8 +423,16 @@ impl Proxy {
             .max_buf_size(self.limits.max_header_bytes)
             .serve_connection(io, svc)
             .with_upgrades();
+        tokio::pin!(conn);
+        let served = async {
+            tokio::select! {
+                r = conn.as_mut() => return r,
+                () = self.stopping.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            conn.await
+        };
         tokio::select! {
-            r = conn => if let Err(e) = r { tracing::debug!(%peer, "client connection: {e}") },
+            r = served => if let Err(e) = r { tracing::debug!(%peer, "client connection: {e}") },
             () = idle(last, self.limits.idle_timeout) => tracing::debug!(%peer, "client connection idle, closed"),
         }
     }
@@ -583,8 +593,17 @@ impl Proxy {
             .max_header_list_size(self.limits.max_header_bytes as u32)
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)));
-        if let Err(e) = b.serve_connection_with_upgrades(io, svc).await {
-            tracing::debug!("tunnel connection: {e}");
+        let conn = b.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => if let Err(e) = r { tracing::debug!("tunnel connection: {e}") },
+            () = self.stopping.cancelled() => {
+                // Stopping: finish the requests in flight, close when idle (h2: GOAWAY).
+                conn.as_mut().graceful_shutdown();
+                if let Err(e) = conn.await {
+                    tracing::debug!("tunnel connection: {e}");
+                }
+            }
         }
     }
 

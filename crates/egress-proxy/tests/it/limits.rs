@@ -53,13 +53,13 @@ async fn slow_heads_idle_tunnels_and_huge_heads_are_cut_off() {
 }
 
 /// A keep-alive connection to the proxy asking `_egress.local` for its health.
+/// (The connection's task ends when the proxy closes it.)
 async fn health_conn(
     addr: std::net::SocketAddr,
-) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+) -> (hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>, tokio::task::JoinHandle<()>) {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
-    send
+    (send, tokio::spawn(async move { conn.await.unwrap() }))
 }
 
 async fn healthy(send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>) {
@@ -74,29 +74,69 @@ async fn healthy(send: &mut hyper::client::conn::http1::SendRequest<http_body_ut
     resp.into_body().collect().await.unwrap();
 }
 
-/// Stopping (SIGTERM in the binary): the listener closes first, connections already open on
-/// any serving thread are still answered, and the proxy is gone as soon as they close.
+/// An HTTP/1.1 connection through a CONNECT tunnel to `target`, TLS with SNI api.test.
+async fn tunnel_conn<B>(
+    proxy: &Proxy,
+    target: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<B>,
+    hyper::client::conn::http1::Connection<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, B>,
+)
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tls(connect(proxy, target).await.unwrap(), &proxy.ca_pem_path, "api.test", b"http/1.1").await.unwrap();
+    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap()
+}
+
+/// Stopping (SIGTERM in the binary): the listener closes first; a request in flight, here an
+/// upload still being sent, is finished and forwarded; idle keep-alive connections, plain and
+/// tunnelled, are closed at once instead of holding the stop for the whole grace period.
 #[tokio::test]
-async fn stopping_refuses_new_connections_and_drains_open_ones() {
+async fn stopping_finishes_requests_in_flight_and_closes_idle_connections() {
     let ca = Ca::new("upstream CA");
-    let mut proxy = start_proxy(r#"{"version":1,"routes":[]}"#, &ca, &[], &[]).await;
-    let mut open = Vec::new();
-    for _ in 0..4 {
-        let mut c = health_conn(proxy.addr).await;
-        healthy(&mut c).await;
-        open.push(c);
-    }
+    let up = tls_upstream(&ca, NAMES, &[b"h2", b"http/1.1"]).await;
+    let target = format!("api.test:{}", up.port());
+    let routes = format!(r#"{{"version":1,"routes":[{{"host":"api.test","port":{}}}]}}"#, up.port());
+    let mut proxy = start_proxy(&routes, &ca, &[], &[]).await;
+
+    // Idle: a plain keep-alive connection that has had its answer...
+    let (mut plain, plain_conn) = health_conn(proxy.addr).await;
+    healthy(&mut plain).await;
+    // ...and a tunnel whose TLS connection has had one.
+    let (mut tunnel, conn) = tunnel_conn(&proxy, &target).await;
+    let tunnel_task = tokio::spawn(conn);
+    let get = http::Request::get("/idle").header("host", &target).body(http_body_util::Empty::<bytes::Bytes>::new());
+    let resp = tunnel.send_request(get.unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // In flight: an upload whose first half has been sent.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(bytes::Bytes::from_static(b"first half, ")).unwrap();
+    let upload = http::Request::post("/upload").header("host", &target).body(ChanBody(rx)).unwrap();
+    let (mut send, conn) = tunnel_conn(&proxy, &target).await;
+    tokio::spawn(conn);
+    let in_flight = tokio::spawn(async move { send.send_request(upload).await.unwrap().status() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     proxy.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(proxy.addr).await.is_ok() {
         assert!(tokio::time::Instant::now() < deadline, "still accepting after stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for c in &mut open {
-        healthy(c).await;
-    }
-    drop(open);
-    // Well inside the 5 s grace period: the drain ends when the last connection does.
+    // The idle ones are closed promptly.
+    tokio::time::timeout(Duration::from_secs(2), tunnel_task).await.expect("idle tunnel closed").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(2), plain_conn).await.expect("idle plain connection closed").unwrap();
+    // The upload finishes after the stop and reaches the upstream whole.
+    tx.send(bytes::Bytes::from_static(b"second half")).unwrap();
+    drop(tx);
+    assert_eq!(in_flight.await.unwrap(), 200);
+    let seen = up.seen();
+    let got = seen.iter().find(|s| s.uri.ends_with("/upload")).expect("the upload reached the upstream");
+    assert_eq!(got.body, "first half, second half");
+    // Nothing left open: the proxy is gone well inside the 5 s grace period.
     tokio::time::timeout(Duration::from_secs(3), proxy.finished())
         .await
         .expect("the proxy stopped once its connections closed");
