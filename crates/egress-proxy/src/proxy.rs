@@ -399,6 +399,22 @@ impl Proxy {
         forbidden(&Self::sanitize(live, reason))
     }
 
+    /// Fires when the proxy stops. A connection polls it on every wake-up, so it is a oneshot
+    /// (an atomic check once its waker is set); a small task per connection waits on the
+    /// shared token and ends with the connection.
+    fn stop_signal(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            let mut tx = tx;
+            tokio::select! {
+                () = stopping.cancelled() => { let _ = tx.send(()); }
+                () = tx.closed() => {}
+            }
+        });
+        rx
+    }
+
     /// Serves one accepted client connection.
     pub async fn serve_client(
         self: Arc<Self>,
@@ -424,10 +440,11 @@ impl Proxy {
             .serve_connection(io, svc)
             .with_upgrades();
         tokio::pin!(conn);
+        let stop = self.stop_signal();
         let served = async {
             tokio::select! {
                 r = conn.as_mut() => return r,
-                () = self.stopping.cancelled() => conn.as_mut().graceful_shutdown(),
+                _ = stop => conn.as_mut().graceful_shutdown(),
             }
             conn.await
         };
@@ -595,9 +612,10 @@ impl Proxy {
             .keep_alive_interval(Some(Duration::from_secs(30)));
         let conn = b.serve_connection_with_upgrades(io, svc);
         tokio::pin!(conn);
+        let stop = self.stop_signal();
         tokio::select! {
             r = conn.as_mut() => if let Err(e) = r { tracing::debug!("tunnel connection: {e}") },
-            () = self.stopping.cancelled() => {
+            _ = stop => {
                 // Stopping: finish the requests in flight, close when idle (h2: GOAWAY).
                 conn.as_mut().graceful_shutdown();
                 if let Err(e) = conn.await {
