@@ -134,8 +134,9 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
     r
 }
 
-/// Request bodies up to this size are scanned on the serving thread; larger ones (a scan of
-/// megabytes takes milliseconds) on the blocking pool.
+/// Plain request bodies up to this size are scanned on the serving thread; larger ones (a scan
+/// of megabytes takes milliseconds) and encoded ones (decoding may inflate them to the body
+/// limit) on the blocking pool.
 const SCAN_INLINE_MAX: usize = 64 * 1024;
 
 /// Headers that describe one hop and are never forwarded.
@@ -770,6 +771,8 @@ impl Proxy {
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                     .flat_map(|v| body::encodings(&v))
                     .collect::<Vec<_>>();
+                // An encoded body may inflate up to the body limit whatever its size on the wire.
+                let offload = body_bytes.len() > SCAN_INLINE_MAX || !encs.is_empty();
                 let work = {
                     let (live, detectors, raw) = (live.clone(), detectors.clone(), body_bytes.clone());
                     let max = self.limits.max_body_bytes;
@@ -785,7 +788,7 @@ impl Proxy {
                 };
                 // A large body is decoded and scanned on the blocking pool: this serving
                 // thread has other connections to keep moving meanwhile.
-                let scanned = if body_bytes.len() > SCAN_INLINE_MAX {
+                let scanned = if offload {
                     tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(format!("scanning the body: {e}")))
                 } else {
                     work()
