@@ -8,6 +8,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use common::formats::{QueueResponse, ResponseStatus};
 use http::{Request, StatusCode};
+use hyper::body::Frame;
 
 use crate::support::*;
 
@@ -278,6 +279,20 @@ async fn supervise_without_a_queue_denies() {
 
 async fn start_proxy_no_queue(routes: &str, ca: &Ca) -> Proxy {
     start_proxy_with(routes, ca, &[("EGRESS_TOKEN_0", TOKEN)], &[], false).await
+}
+
+/// A request body fed chunk by chunk from a channel (each chunk its own frame on the wire).
+struct ChanBody(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+impl hyper::body::Body for ChanBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
 }
 
 #[tokio::test]

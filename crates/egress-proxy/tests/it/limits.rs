@@ -91,6 +91,17 @@ where
     hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap()
 }
 
+/// Reads a response head, byte by byte, up to its blank line.
+async fn read_head(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
 /// Stopping (SIGTERM in the binary): the listener closes first; a request in flight, here an
 /// upload still being sent, is finished and forwarded; idle keep-alive connections, plain and
 /// tunnelled, are closed at once instead of holding the stop for the whole grace period.
@@ -111,14 +122,14 @@ async fn stopping_finishes_requests_in_flight_and_closes_idle_connections() {
     let get = http::Request::get("/idle").header("host", &target).body(http_body_util::Empty::<bytes::Bytes>::new());
     let resp = tunnel.send_request(get.unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
-    // In flight: an upload whose first half has been sent.
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(bytes::Bytes::from_static(b"first half, ")).unwrap();
-    let upload = http::Request::post("/upload").header("host", &target).body(ChanBody(rx)).unwrap();
-    let (mut send, conn) = tunnel_conn(&proxy, &target).await;
-    tokio::spawn(conn);
-    let in_flight = tokio::spawn(async move { send.send_request(upload).await.unwrap().status() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight: an upload whose head the proxy has read (it asked for the body: 100 Continue)
+    // and whose first half has been sent.
+    let mut upload =
+        tls(connect(&proxy, &target).await.unwrap(), &proxy.ca_pem_path, "api.test", b"http/1.1").await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: {target}\r\nContent-Length: 23\r\nExpect: 100-continue\r\n\r\n");
+    upload.write_all(head.as_bytes()).await.unwrap();
+    assert!(read_head(&mut upload).await.starts_with("HTTP/1.1 100"));
+    upload.write_all(b"first half, ").await.unwrap();
 
     proxy.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -130,9 +141,9 @@ async fn stopping_finishes_requests_in_flight_and_closes_idle_connections() {
     tokio::time::timeout(Duration::from_secs(2), tunnel_task).await.expect("idle tunnel closed").unwrap().unwrap();
     tokio::time::timeout(Duration::from_secs(2), plain_conn).await.expect("idle plain connection closed").unwrap();
     // The upload finishes after the stop and reaches the upstream whole.
-    tx.send(bytes::Bytes::from_static(b"second half")).unwrap();
-    drop(tx);
-    assert_eq!(in_flight.await.unwrap(), 200);
+    upload.write_all(b"second half").await.unwrap();
+    let answer = read_head(&mut upload).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let seen = up.seen();
     let got = seen.iter().find(|s| s.uri.ends_with("/upload")).expect("the upload reached the upstream");
     assert_eq!(got.body, "first half, second half");

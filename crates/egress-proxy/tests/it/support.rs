@@ -410,17 +410,3 @@ where
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
-
-/// A request body fed chunk by chunk from a channel (each chunk its own frame on the wire).
-pub struct ChanBody(pub tokio::sync::mpsc::UnboundedReceiver<Bytes>);
-
-impl hyper::body::Body for ChanBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-}
