@@ -36,6 +36,26 @@ fn operator(dir: &Path, status: ResponseStatus) -> std::thread::JoinHandle<serde
     })
 }
 
+/// A gate over upstream `app` that holds low-confidence pushes in a queue for up to
+/// `wait_secs`, and a clone of it (fields drop in order: clone, gate, queue, upstream, sshd).
+struct Held {
+    _clone: tempfile::TempDir,
+    w: std::path::PathBuf,
+    _gate: Gate,
+    queue: tempfile::TempDir,
+    up: Upstream,
+    _sshd: Sshd,
+}
+
+fn held(wait_secs: u64) -> Held {
+    let sshd = Sshd::start();
+    let up = sshd.upstream("app", 1);
+    let queue = tempfile::tempdir().unwrap();
+    let gate = Gate::start_held(&[("app", &up.url, None)], &sshd, queue.path(), wait_secs);
+    let (clone, w) = gate.clone("app");
+    Held { _clone: clone, w, _gate: gate, queue, up, _sshd: sshd }
+}
+
 #[test]
 fn low_confidence_push_without_a_queue_is_rejected() {
     let sshd = Sshd::start();
@@ -54,14 +74,10 @@ fn low_confidence_push_without_a_queue_is_rejected() {
 
 #[test]
 fn low_confidence_push_goes_through_when_the_operator_approves() {
-    let sshd = Sshd::start();
-    let up = sshd.upstream("app", 1);
-    let queue = tempfile::tempdir().unwrap();
-    let gate = Gate::start_held(&[("app", &up.url, None)], &sshd, queue.path(), 60);
-    let (_t, w) = gate.clone("app");
-    let sha = commit_file(&w, "config/db.toml", &low_line(), "db settings");
+    let Held { up, queue, w, .. } = &held(60);
+    let sha = commit_file(w, "config/db.toml", &low_line(), "db settings");
     let answered = operator(queue.path(), ResponseStatus::Approved);
-    let (ok, out) = push(&w, &["origin", "main"]);
+    let (ok, out) = push(w, &["origin", "main"]);
     let args = answered.join().unwrap();
     assert!(ok, "{out}");
     assert!(out.contains("push held for the operator"), "{out}");
@@ -77,16 +93,12 @@ fn low_confidence_push_goes_through_when_the_operator_approves() {
 
 #[test]
 fn low_confidence_push_rejected_by_the_operator_or_unanswered_sends_nothing() {
-    let sshd = Sshd::start();
-    let up = sshd.upstream("app", 1);
-    let queue = tempfile::tempdir().unwrap();
-    let gate = Gate::start_held(&[("app", &up.url, None)], &sshd, queue.path(), 2);
-    let (_t, w) = gate.clone("app");
-    commit_file(&w, "config/db.toml", &low_line(), "db settings");
+    let Held { up, queue, w, .. } = &held(2);
+    commit_file(w, "config/db.toml", &low_line(), "db settings");
     let before = up.refs();
 
     // Nobody answers within the 2 s the gate waits.
-    let (ok, out) = push(&w, &["origin", "main"]);
+    let (ok, out) = push(w, &["origin", "main"]);
     assert!(!ok, "{out}");
     assert!(out.contains("no answer from the operator within 2 s"), "{out}");
     assert_eq!(up.refs(), before, "upstream unchanged");
@@ -95,7 +107,7 @@ fn low_confidence_push_rejected_by_the_operator_or_unanswered_sends_nothing() {
     }
 
     let answered = operator(queue.path(), ResponseStatus::Rejected);
-    let (ok, out) = push(&w, &["origin", "main"]);
+    let (ok, out) = push(w, &["origin", "main"]);
     answered.join().unwrap();
     assert!(!ok, "{out}");
     assert!(out.contains("push rejected by the operator (not that one)"), "{out}");
@@ -104,14 +116,10 @@ fn low_confidence_push_rejected_by_the_operator_or_unanswered_sends_nothing() {
 
 #[test]
 fn a_sure_finding_is_rejected_without_asking() {
-    let sshd = Sshd::start();
-    let up = sshd.upstream("app", 1);
-    let queue = tempfile::tempdir().unwrap();
-    let gate = Gate::start_held(&[("app", &up.url, None)], &sshd, queue.path(), 60);
-    let (_t, w) = gate.clone("app");
-    commit_file(&w, "config/db.toml", &format!("{}k = {}\n", low_line(), fake_secret()), "db settings");
+    let Held { up, queue, w, .. } = &held(60);
+    commit_file(w, "config/db.toml", &format!("{}k = {}\n", low_line(), fake_secret()), "db settings");
     let before = up.refs();
-    let (ok, out) = push(&w, &["origin", "main"]);
+    let (ok, out) = push(w, &["origin", "main"]);
     assert!(!ok, "{out}");
     assert!(out.contains("push rejected: 1 secret finding(s)"), "{out}");
     assert_eq!(up.refs(), before, "upstream unchanged");
