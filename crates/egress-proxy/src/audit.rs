@@ -9,7 +9,7 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Event {
+pub(crate) enum Event {
     Deny,
     Redact,
     Hold,
@@ -28,7 +28,7 @@ struct Line<'a> {
 }
 
 /// Where audit lines go (a file opened for append, or stderr).
-pub struct Audit {
+pub(crate) struct Audit {
     bottle: String,
     out: Mutex<Box<dyn Write + Send>>,
 }
@@ -40,12 +40,12 @@ impl std::fmt::Debug for Audit {
 }
 
 impl Audit {
-    pub fn new(bottle: String, out: Box<dyn Write + Send>) -> Audit {
+    pub(crate) fn new(bottle: String, out: Box<dyn Write + Send>) -> Audit {
         Audit { bottle, out: Mutex::new(out) }
     }
 
     /// Writes one line; `log` is the routes' `log` level (0 off, 1 deny/redact/hold, 2 all).
-    pub fn record(&self, log: u8, event: Event, host: &str, method: &str, path: &str, reason: &str) {
+    pub(crate) fn record(&self, log: u8, event: Event, host: &str, method: &str, path: &str, reason: &str) {
         let wanted = match event {
             Event::Allow => log >= 2,
             _ => log >= 1,

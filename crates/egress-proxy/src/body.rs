@@ -8,19 +8,19 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
-pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+pub(crate) fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
 }
 
-pub fn empty() -> ProxyBody {
+pub(crate) fn empty() -> ProxyBody {
     Empty::new().map_err(|e| match e {}).boxed()
 }
 
 /// Boxes any body whose errors convert.
-pub fn boxed<B>(b: B) -> ProxyBody
+pub(crate) fn boxed<B>(b: B) -> ProxyBody
 where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
@@ -29,7 +29,7 @@ where
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("reading the request body: {0}")]
@@ -43,7 +43,7 @@ pub enum BodyError {
 }
 
 /// Reads the whole body, failing once it exceeds `max` bytes.
-pub async fn collect<B>(body: B, max: usize) -> Result<Bytes, BodyError>
+pub(crate) async fn collect<B>(body: B, max: usize) -> Result<Bytes, BodyError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -61,12 +61,12 @@ where
 }
 
 /// The encodings named by a `Content-Encoding` value, in the order they were applied.
-pub fn encodings(value: &str) -> Vec<String> {
+pub(crate) fn encodings(value: &str) -> Vec<String> {
     value.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty() && s != "identity").collect()
 }
 
 /// Undoes `encodings` (applied in order) with the output bounded by `max` bytes.
-pub fn decode(data: &[u8], encodings: &[String], max: usize) -> Result<Vec<u8>, BodyError> {
+pub(crate) fn decode(data: &[u8], encodings: &[String], max: usize) -> Result<Vec<u8>, BodyError> {
     let mut cur = data.to_vec();
     for enc in encodings.iter().rev() {
         let err = |source| BodyError::Decode { encoding: enc.clone(), source };

@@ -79,33 +79,33 @@ pub struct Args {
 
 /// Limits that keep the proxy alive under abuse.
 #[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub max_body_bytes: usize,
-    pub max_buffered_bytes: usize,
-    pub max_header_bytes: usize,
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub supervise_timeout: Duration,
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_buffered_bytes: usize,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) supervise_timeout: Duration,
 }
 
 /// Everything `run` needs, validated.
 pub struct Config {
-    pub routes_path: PathBuf,
-    pub routes: Routes,
+    pub(crate) routes_path: PathBuf,
+    pub(crate) routes: Routes,
     /// token_env name → value, for every route's auth.
-    pub tokens: HashMap<String, Secret>,
+    pub(crate) tokens: HashMap<String, Secret>,
     /// Further values DLP treats as known secrets (EGRESS_TOKEN_* and sensitive prefixes).
-    pub extra_secrets: Vec<Secret>,
-    pub mint: Mint,
-    pub roots: Arc<RootCertStore>,
-    pub resolve: HashMap<String, IpAddr>,
-    pub queue: Option<common::queue::Queue>,
-    pub bottle: String,
-    pub audit: Box<dyn Write + Send>,
-    pub limits: Limits,
+    pub(crate) extra_secrets: Vec<Secret>,
+    pub(crate) mint: Mint,
+    pub(crate) roots: Arc<RootCertStore>,
+    pub(crate) resolve: HashMap<String, IpAddr>,
+    pub(crate) queue: Option<common::queue::Queue>,
+    pub(crate) bottle: String,
+    pub(crate) audit: Box<dyn Write + Send>,
+    pub(crate) limits: Limits,
     /// Reads an env var (token values on reload); the process env outside tests.
-    pub env: EnvFn,
+    pub(crate) env: EnvFn,
 }
 
 /// How the proxy reads environment variables.
@@ -118,7 +118,7 @@ impl std::fmt::Debug for Config {
 }
 
 /// Reads the token for every `token_env` the routes name; problems name the route key.
-pub fn read_tokens(
+pub(crate) fn read_tokens(
     routes: &Routes,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<HashMap<String, Secret>, Vec<String>> {
@@ -146,7 +146,7 @@ pub fn read_tokens(
 
 /// Values of env vars whose names start with `EGRESS_TOKEN_` or a prefix listed in
 /// `BOT_BOTTLE_SENSITIVE_PREFIXES`.
-pub fn sensitive_env(vars: impl Iterator<Item = (String, String)>, prefixes: Option<&str>) -> Vec<Secret> {
+pub(crate) fn sensitive_env(vars: impl Iterator<Item = (String, String)>, prefixes: Option<&str>) -> Vec<Secret> {
     let mut list: Vec<String> = vec![common::consts::env::EGRESS_TOKEN_PREFIX.to_string()];
     if let Some(p) = prefixes {
         list.extend(p.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));

@@ -11,16 +11,16 @@ use common::scan::{KnownSecrets, Rules, StreamScanner};
 
 /// One match, with byte offsets into the scanned data.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hit {
-    pub rule_id: String,
-    pub start: usize,
-    pub end: usize,
+pub(crate) struct Hit {
+    pub(crate) rule_id: String,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
     /// A redacted rendering for logs and the operator (never the value).
-    pub redacted: String,
+    pub(crate) redacted: String,
 }
 
 /// The shared scanning engine (`common::scan`) for one set of known secrets.
-pub struct Engine {
+pub(crate) struct Engine {
     known: KnownSecrets,
     rules: &'static Rules,
 }
@@ -33,12 +33,12 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Builds the engine; values shorter than [`KnownSecrets::MIN_LEN`] are not searched for.
-    pub fn new(secrets: &[Secret]) -> Engine {
+    pub(crate) fn new(secrets: &[Secret]) -> Engine {
         Engine { known: KnownSecrets::new(secrets.iter().cloned()), rules: Rules::builtin() }
     }
 
     /// Every match of the selected detectors in `data`, sorted by position.
-    pub fn scan(&self, detectors: &[DlpDetector], data: &[u8]) -> Vec<Hit> {
+    pub(crate) fn scan(&self, detectors: &[DlpDetector], data: &[u8]) -> Vec<Hit> {
         let mut found = Vec::new();
         if detectors.contains(&DlpDetector::KnownSecrets) {
             found.extend(self.known.scan(data));
@@ -57,7 +57,7 @@ impl Engine {
     /// A scanner for data that arrives in pieces (WebSocket frames) with the selected detectors:
     /// 64 KiB windows with a 16 KiB overlap (a PEM key split anywhere is still seen), so it holds
     /// at most 96 KiB whatever the stream's length.
-    pub fn stream(&self, detectors: &[DlpDetector]) -> StreamScanner<'_> {
+    pub(crate) fn stream(&self, detectors: &[DlpDetector]) -> StreamScanner<'_> {
         StreamScanner::with_window(
             detectors.contains(&DlpDetector::TokenPatterns).then_some(self.rules),
             detectors.contains(&DlpDetector::KnownSecrets).then_some(&self.known),
@@ -68,7 +68,7 @@ impl Engine {
 }
 
 /// Replaces every hit span in `data` with `with` (overlapping spans merged).
-pub fn redact(data: &[u8], hits: &[Hit], with: &[u8]) -> Vec<u8> {
+pub(crate) fn redact(data: &[u8], hits: &[Hit], with: &[u8]) -> Vec<u8> {
     let mut spans: Vec<(usize, usize)> = hits.iter().map(|h| (h.start, h.end)).collect();
     spans.sort();
     let mut out = Vec::with_capacity(data.len());

@@ -4,21 +4,23 @@
 //! routes live. Built directly on hyper + tokio-rustls + rcgen (see [`proxy`] for why not
 //! hudsucker).
 //!
-//! Code map: [`config`] flags → validated [`Config`]; [`policy`] the pure decision;
-//! [`proxy`] the plumbing; [`tls`] leaf minting and upstream trust; [`upstream`] the
-//! connection pool; [`body`] bounded collection and decoding; [`dlp`] secret matching; [`audit`] the
-//! JSON-lines log; [`reload`] the routes watcher; [`ws`] the scanned WebSocket relay.
+//! Code map: `config` flags → validated [`Config`]; [`policy`] the pure decision;
+//! `proxy` the plumbing (with the scanned WebSocket relay in `proxy/ws.rs`); `tls` leaf
+//! minting and upstream trust; `upstream` the connection pool; `body` bounded collection and
+//! decoding; `dlp` secret matching; `audit` the JSON-lines log; [`reload`] the routes watcher.
+//! Only what the binary, the integration tests and the fuzz targets use is public.
 
-pub mod audit;
-pub mod body;
-pub mod config;
-pub mod dlp;
+#![warn(unreachable_pub)]
+
+mod audit;
+mod body;
+mod config;
+mod dlp;
 pub mod policy;
-pub mod proxy;
+mod proxy;
 pub mod reload;
-pub mod tls;
-pub mod upstream;
-pub mod ws;
+mod tls;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,19 +33,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Args, Config};
+pub use config::{Args, Config, EnvFn};
 
 use crate::proxy::{Live, Proxy};
 
 /// Builds the live state (routes, tokens, DLP engine) from routes and tokens.
-pub fn live(
+pub(crate) fn live(
     routes: common::formats::Routes,
     tokens: std::collections::HashMap<String, common::Secret>,
     extra: &[common::Secret],
 ) -> Live {
     let mut secrets: Vec<common::Secret> = tokens.values().cloned().collect();
     secrets.extend(extra.iter().cloned());
-    Live::new(routes, tokens, dlp::Engine::new(&secrets))
+    Live::new(routes, &tokens, dlp::Engine::new(&secrets))
 }
 
 /// Serves until `shutdown` resolves, then drains connections for up to

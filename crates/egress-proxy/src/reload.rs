@@ -14,18 +14,18 @@ use sha2::{Digest, Sha256};
 use crate::config::EnvFn;
 use crate::proxy::LiveCell;
 
-pub const POLL: Duration = Duration::from_millis(250);
+pub(crate) const POLL: Duration = Duration::from_millis(250);
 
 /// The outcome of one reload attempt.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Unchanged,
     Reloaded,
     Rejected(String),
 }
 
 /// Loads routes and their tokens from `path`, or says why not.
-pub fn load(path: &Path, env: &EnvFn) -> Result<(Routes, std::collections::HashMap<String, Secret>), String> {
+pub(crate) fn load(path: &Path, env: &EnvFn) -> Result<(Routes, std::collections::HashMap<String, Secret>), String> {
     let routes = Routes::load(path).map_err(|e| e.to_string())?;
     let tokens =
         crate::config::read_tokens(&routes, &**env).map_err(|ps| format!("{}: {}", path.display(), ps.join("; ")))?;
@@ -37,7 +37,7 @@ fn hash(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// One check: reloads when the content differs from `last` (or `force`).
-pub fn check(
+pub(crate) fn check(
     live: &LiveCell,
     path: &Path,
     extra: &[Secret],
@@ -85,7 +85,7 @@ pub fn hangup() -> Option<tokio::signal::unix::Signal> {
 }
 
 /// Runs forever: polls `path` and listens for SIGHUP.
-pub async fn watch(
+pub(crate) async fn watch(
     live: Arc<LiveCell>,
     path: PathBuf,
     extra: Vec<Secret>,

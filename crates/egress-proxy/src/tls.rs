@@ -17,7 +17,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 const MAX_CACHED_HOSTS: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("{}: cannot read: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{}: {what}", path.display())]
@@ -28,12 +28,12 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The bottle CA and the leaf configs minted from it.
-pub struct Mint {
+pub(crate) struct Mint {
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
     /// One key for every leaf (minting is then one signature).
@@ -56,7 +56,7 @@ fn read(path: &Path) -> Result<String, TlsError> {
 
 impl Mint {
     /// Loads the CA certificate and key (PEM).
-    pub fn load(cert: &Path, key: &Path) -> Result<Mint, TlsError> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Mint, TlsError> {
         let cert_pem = read(cert)?;
         let key_pem = read(key)?;
         let ca_key = KeyPair::from_pem(&key_pem)
@@ -80,7 +80,7 @@ impl Mint {
     }
 
     /// The server config (leaf for `host`, ALPN h2 + http/1.1), minted once per host.
-    pub fn config_for(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    pub(crate) fn config_for(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
         if let Some(c) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(host) {
             return Ok(c.clone());
         }
@@ -112,7 +112,7 @@ impl Mint {
 }
 
 /// Reads every certificate in a PEM file.
-pub fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -124,7 +124,7 @@ pub fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsEr
 }
 
 /// The trust store for upstreams: the system roots plus the extra anchors.
-pub fn root_store(extra: &[CertificateDer<'static>]) -> RootCertStore {
+pub(crate) fn root_store(extra: &[CertificateDer<'static>]) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
@@ -141,7 +141,7 @@ pub fn root_store(extra: &[CertificateDer<'static>]) -> RootCertStore {
 }
 
 /// Upstream client config with full verification and the given ALPN list.
-pub fn client_config(roots: Arc<RootCertStore>, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsError> {
+pub(crate) fn client_config(roots: Arc<RootCertStore>, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

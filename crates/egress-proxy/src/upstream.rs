@@ -42,18 +42,18 @@ use crate::body::ProxyBody;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The pooled client type.
-pub type UpstreamClient = Client<Connector, ProxyBody>;
+pub(crate) type UpstreamClient = Client<Connector, ProxyBody>;
 
 /// Connects to upstreams.
 #[derive(Clone)]
-pub struct Connector {
+pub(crate) struct Connector {
     tls: TlsConnector,
     resolve: Arc<HashMap<String, IpAddr>>,
 }
 
 /// A connection to an upstream, plain or TLS.
 #[allow(clippy::large_enum_variant)] // one per upstream connection; boxing buys nothing
-pub enum UpstreamIo {
+pub(crate) enum UpstreamIo {
     Plain(TokioIo<TcpStream>),
     Tls(TokioIo<TlsStream<TcpStream>>, bool),
 }
@@ -119,7 +119,7 @@ impl hyper::rt::Write for UpstreamIo {
 }
 
 impl Connector {
-    pub fn new(tls: Arc<ClientConfig>, resolve: Arc<HashMap<String, IpAddr>>) -> Connector {
+    pub(crate) fn new(tls: Arc<ClientConfig>, resolve: Arc<HashMap<String, IpAddr>>) -> Connector {
         Connector { tls: TlsConnector::from(tls), resolve }
     }
 
@@ -181,7 +181,7 @@ impl Connector {
 }
 
 /// Addresses a DNS answer may not send the proxy to.
-pub fn is_internal(ip: IpAddr) -> bool {
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()
@@ -212,7 +212,7 @@ impl tower_service::Service<Uri> for Connector {
 
 /// Why an upstream request failed (the message names the step).
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("{0}")]
     Connect(io::Error),
     #[error("http handshake")]
@@ -233,7 +233,7 @@ struct Idle {
 
 /// Upstream connections: idle HTTP/1.1 ones (most recent first) and one h2 connection per
 /// upstream, shared by concurrent requests.
-pub struct Pool {
+pub(crate) struct Pool {
     connector: Connector,
     h1: Mutex<HashMap<Key, Vec<Idle>>>,
     h2: Mutex<HashMap<Key, http2::SendRequest<ProxyBody>>>,
@@ -250,7 +250,7 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// A pool over `connector`; a background task (ending with the pool) closes connections
     /// idle for longer than `idle_timeout`. Call inside a tokio runtime.
-    pub fn new(connector: Connector, max_idle_per_host: usize, idle_timeout: Duration) -> Arc<Pool> {
+    pub(crate) fn new(connector: Connector, max_idle_per_host: usize, idle_timeout: Duration) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             connector,
             h1: Mutex::new(HashMap::new()),
@@ -263,7 +263,10 @@ impl Pool {
     }
 
     /// Sends `req` (absolute URI) upstream and returns the response.
-    pub async fn request(self: &Arc<Self>, mut req: Request<ProxyBody>) -> Result<Response<ProxyBody>, UpstreamError> {
+    pub(crate) async fn request(
+        self: &Arc<Self>,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
         let uri = req.uri().clone();
         let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
             return Err(UpstreamError::Uri(uri.to_string()));
@@ -446,7 +449,7 @@ impl Body for Returning {
 }
 
 /// A pooled client over `connector`.
-pub fn client(connector: Connector) -> UpstreamClient {
+pub(crate) fn client(connector: Connector) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -24,7 +24,7 @@ use common::scan::Finding;
 
 /// Why the client → server direction stopped.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The client closed its side.
     Closed,
     /// DLP found something: the rule ids (no values).
@@ -35,7 +35,7 @@ pub enum Stop {
 
 /// Relays client frames to `upstream` until the client closes or a frame is refused. With
 /// `detectors`, every payload is DLP-scanned as part of one stream before its frame goes out.
-pub async fn client_to_upstream<R, W>(
+pub(crate) async fn client_to_upstream<R, W>(
     mut client: R,
     mut upstream: W,
     engine: &Engine,
