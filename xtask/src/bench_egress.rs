@@ -3,7 +3,9 @@
 //! (release build, token injection + DLP on), (c) through mitmproxy 12 with a small allowlist +
 //! header-injection addon, (d) nginx as a TLS-terminating reverse proxy (double TLS, the
 //! practical limit on this box); keep-alive and a new connection per request; 1 and 64 clients;
-//! plus egress-proxy's peak RSS. `--soak` instead runs 100k requests over 256 keep-alive
+//! body-less GETs, and POSTs of a 4 KiB and a 64 KiB JSON body (what an agent's API call
+//! carries; egress-proxy holds and scans the whole body, nginx buffers it in memory); plus
+//! egress-proxy's peak RSS. `--request get|post` runs only those rows. `--soak` instead runs 100k requests over 256 keep-alive
 //! connections through egress-proxy and reports errors and RSS as it goes.
 //!
 //! The load generator is in here (hyper + rustls, HTTP/1.1), bounded by a request count and a
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,6 +51,9 @@ struct Opts {
     /// Only this connection mode: `keep-alive` or `new`.
     #[arg(long)]
     mode: Option<String>,
+    /// Only these requests: `get` (the body-less rows) or `post` (the JSON body rows).
+    #[arg(long)]
+    request: Option<String>,
     /// Soak instead: 100k requests over 256 keep-alive connections through egress-proxy.
     #[arg(long)]
     soak: bool,
@@ -173,6 +178,7 @@ fn nginx(dir: &Path, name: &str, server: &str) -> anyhow::Result<Proc> {
              http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 60s;\n\
                ssl_protocols TLSv1.2 TLSv1.3;\n\
                client_body_temp_path {d}/{name}-body; proxy_temp_path {d}/{name}-proxy;\n\
+               client_body_buffer_size 1m;\n\
                fastcgi_temp_path {d}/{name}-fcgi; uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;\n\
                ssl_session_cache shared:{name}:10m;\n\
                {server} }}\n"
@@ -218,7 +224,7 @@ fn client_tls(ca_pems: &[PathBuf]) -> anyhow::Result<tokio_rustls::TlsConnector>
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// What the load generator's TLS handshake came to.
 #[derive(Clone, Copy)]
@@ -261,13 +267,21 @@ async fn open(t: &Target) -> anyhow::Result<(Sender, Handshake)> {
     Ok((send, hs))
 }
 
-async fn one(send: &mut Sender, t: &Target) -> anyhow::Result<()> {
+/// One request: a GET, or a POST of `body` as JSON.
+async fn one(send: &mut Sender, t: &Target, body: Option<&Bytes>) -> anyhow::Result<()> {
     send.ready().await?;
     let req = http::Request::builder()
         .uri("/bench")
         .header("host", &t.host)
-        .header("authorization", "Bearer agent-placeholder")
-        .body(Empty::new())?;
+        .header("authorization", "Bearer agent-placeholder");
+    let req = match body {
+        None => req.body(Full::default())?,
+        Some(b) => req
+            .method("POST")
+            .header("content-type", "application/json")
+            .header("content-length", b.len())
+            .body(Full::new(b.clone()))?,
+    };
     let resp = send.send_request(req).await?;
     let status = resp.status();
     resp.into_body().collect().await?;
@@ -318,7 +332,7 @@ impl Stats {
     }
 }
 
-async fn load(t: &Target, clients: usize, keepalive: bool, time: Duration, max: u64) -> Stats {
+async fn load(t: &Target, clients: usize, keepalive: bool, body: Option<Bytes>, time: Duration, max: u64) -> Stats {
     let budget = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + time;
     let start = Instant::now();
@@ -326,6 +340,7 @@ async fn load(t: &Target, clients: usize, keepalive: bool, time: Duration, max: 
     for _ in 0..clients {
         let t = t.clone();
         let budget = budget.clone();
+        let body = body.clone();
         tasks.push(tokio::spawn(async move {
             let mut s = Stats::default();
             let mut conn: Option<Sender> = None;
@@ -345,7 +360,7 @@ async fn load(t: &Target, clients: usize, keepalive: bool, time: Duration, max: 
                             c
                         }
                     };
-                    one(&mut c, &t).await?;
+                    one(&mut c, &t, body.as_ref()).await?;
                     if keepalive {
                         conn = Some(c);
                     }
@@ -377,6 +392,108 @@ async fn load(t: &Target, clients: usize, keepalive: bool, time: Duration, max: 
     all.secs = start.elapsed().as_secs_f64();
     all.lat_us.sort_unstable();
     all
+}
+
+/// The request column: `GET`, or `POST 4K` for a POST of a 4 KiB JSON body.
+fn request_label(body_size: usize) -> String {
+    if body_size == 0 { "GET".into() } else { format!("POST {}K", body_size / 1024) }
+}
+
+/// A JSON request body of exactly `size` bytes shaped like an agent's API call: a model name,
+/// a few settings and messages of English prose (deterministic; no credential-shaped text).
+fn json_body(size: usize) -> Bytes {
+    const WORDS: &[&str] = &[
+        "the",
+        "request",
+        "returns",
+        "a",
+        "list",
+        "of",
+        "files",
+        "in",
+        "repository",
+        "and",
+        "we",
+        "should",
+        "check",
+        "each",
+        "function",
+        "before",
+        "changing",
+        "its",
+        "signature",
+        "because",
+        "callers",
+        "depend",
+        "on",
+        "this",
+        "behaviour",
+        "when",
+        "tests",
+        "run",
+        "against",
+        "module",
+        "error",
+        "handling",
+        "path",
+        "configuration",
+        "value",
+        "is",
+        "read",
+        "from",
+        "environment",
+        "at",
+        "startup",
+        "so",
+        "that",
+        "server",
+        "can",
+        "reload",
+        "without",
+        "restart",
+        "please",
+        "summarise",
+        "what",
+        "changed",
+        "since",
+        "last",
+        "commit",
+        "with",
+        "examples",
+    ];
+    let tail = r#""}]}"#;
+    let mut out = String::with_capacity(size + 16);
+    out.push_str(
+        r#"{"model":"bench-model-1","max_tokens":1024,"temperature":0.2,"messages":[{"role":"user","content":""#,
+    );
+    let (mut x, mut words, mut turn) = (0x2545_f491u32, 0, 0);
+    // Words while they fit; a new message every 60 words when there is room for its head.
+    loop {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let word = WORDS[x as usize % WORDS.len()];
+        let room = size - tail.len() - out.len();
+        if words == 60 && room > 64 {
+            turn += 1;
+            let role = if turn % 2 == 0 { "user" } else { "assistant" };
+            out.push_str(&format!(r#""}},{{"role":"{role}","content":""#));
+            words = 0;
+            continue;
+        }
+        if word.len() + 1 > room {
+            break;
+        }
+        out.push_str(word);
+        out.push(if x % 11 == 0 { '.' } else { ' ' });
+        words += 1;
+    }
+    while out.len() < size - tail.len() {
+        out.push(' ');
+    }
+    out.push_str(tail);
+    debug_assert_eq!(out.len(), size);
+    Bytes::from(out)
 }
 
 fn rss_kb(pid: u32, field: &str) -> u64 {
@@ -614,7 +731,8 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     // Sanity: every contender answers 200 before measuring.
     for (name, t) in &targets {
         let (mut s, _) = open(t).await.with_context(|| format!("{name}: first connection"))?;
-        one(&mut s, t).await.with_context(|| format!("{name}: first request"))?;
+        one(&mut s, t, None).await.with_context(|| format!("{name}: first request"))?;
+        one(&mut s, t, Some(&json_body(4096))).await.with_context(|| format!("{name}: first POST"))?;
     }
 
     if opts.soak {
@@ -622,15 +740,16 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     }
 
     println!(
-        "egress bench: {} s / {} requests max per scenario in {} interleaved slices; HTTP/1.1 GET, 3-byte answer; loopback, {} CPUs",
+        "egress bench: {} s / {} requests max per scenario in {} interleaved slices; HTTP/1.1 GET or POST of JSON, 3-byte answer; loopback, {} CPUs",
         opts.secs,
         opts.requests,
         opts.slices.max(1),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<18} {:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4} {:>5}",
+        "{:<18} {:>9} {:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4} {:>5}",
         "contender",
+        "request",
         "clients",
         "conn",
         "req/s",
@@ -647,13 +766,18 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     println!(
         "(us = CPU microseconds per request, user + system, of the proxy, the nginx upstream, the load generator)"
     );
-    let mut table: Vec<(String, usize, bool, f64, f64)> = Vec::new();
+    let mut table: Vec<(String, usize, bool, usize, f64, f64, f64)> = Vec::new();
     let slices = opts.slices.max(1);
     let slice = Duration::from_millis(opts.secs * 1000 / u64::from(slices));
-    for (keepalive, clients) in [(true, 64), (true, 1), (false, 64), (false, 1)] {
-        if opts.mode.as_deref().is_some_and(|m| (m == "new") == keepalive) {
+    // (keep-alive, clients, POST body size or 0 for a GET)
+    let scenarios = [(true, 64, 0), (true, 1, 0), (false, 64, 0), (false, 1, 0), (true, 64, 4096), (true, 64, 65536)];
+    for (keepalive, clients, body_size) in scenarios {
+        if opts.mode.as_deref().is_some_and(|m| (m == "new") == keepalive)
+            || opts.request.as_deref().is_some_and(|r| (r == "get") != (body_size == 0))
+        {
             continue;
         }
+        let body = (body_size > 0).then(|| json_body(body_size));
         let chosen: Vec<usize> =
             (0..targets.len()).filter(|&i| opts.only.as_deref().is_none_or(|o| targets[i].0.contains(o))).collect();
         // Contenders take turns, one slice each, so load from elsewhere on the box falls on
@@ -667,7 +791,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 let me = || stat_ticks(std::process::id()).map_or(0, |(t, _)| t);
                 let before = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
                 let box_before = box_ticks();
-                let s = load(t, clients, keepalive, slice, opts.requests / u64::from(slices)).await;
+                let s = load(t, clients, keepalive, body.clone(), slice, opts.requests / u64::from(slices)).await;
                 let box_after = box_ticks();
                 let after = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
                 acc[k].0.merge(s);
@@ -686,8 +810,9 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 if i == 0 && proxy_pid.is_none() { "-".to_string() } else { format!("{us:.1}") }
             };
             println!(
-                "{:<18} {:>7} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4} {:>5.1}{}",
+                "{:<18} {:>9} {:>7} {:>10} {:>10.0} {:>9.3} {:>9.3} {:>7} {:>10} {:>10} {:>10} {:>13} {:>4} {:>5.1}{}",
                 name,
+                request_label(body_size),
                 clients,
                 if keepalive { "keep-alive" } else { "new" },
                 s.rps(),
@@ -706,10 +831,13 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 idle as f64 * 100.0 / total.max(1) as f64,
                 s.first_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
             );
-            table.push((name.to_string(), clients, keepalive, s.rps(), s.pct(0.5)));
+            let proxy_us = ticks[0] as f64 * 1e6 / clk_tck() as f64 / s.ok.max(1) as f64;
+            table.push((name.to_string(), clients, keepalive, body_size, s.rps(), s.pct(0.5), proxy_us));
         }
     }
-    let get = |n: &str, c: usize, k: bool| table.iter().find(|r| r.0 == n && r.1 == c && r.2 == k).map(|r| (r.3, r.4));
+    let find =
+        |n: &str, c: usize, k: bool, b: usize| table.iter().find(|r| r.0 == n && r.1 == c && r.2 == k && r.3 == b);
+    let get = |n: &str, c: usize, k: bool| find(n, c, k, 0).map(|r| (r.4, r.5));
     println!();
     for (k, label) in [(true, "keep-alive"), (false, "new connection")] {
         if let (Some(eg), Some(ng)) = (get("egress-proxy", 64, k), get("nginx double-TLS", 64, k)) {
@@ -726,6 +854,17 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 "{label}, 1 client: added p50 vs direct: egress-proxy {:+.3} ms, nginx double-TLS {:+.3} ms",
                 eg.1 - dr.1,
                 ng.1 - dr.1
+            );
+        }
+    }
+    for size in [4096, 65536] {
+        if let (Some(eg), Some(ng)) = (find("egress-proxy", 64, true, size), find("nginx double-TLS", 64, true, size)) {
+            println!(
+                "{}, keep-alive, 64 clients: egress-proxy / nginx double-TLS = {:.2}x; CPU us/request egress-proxy {:.1}, nginx double-TLS {:.1}",
+                request_label(size),
+                eg.4 / ng.4,
+                eg.6,
+                ng.6
             );
         }
     }
@@ -747,7 +886,7 @@ async fn soak(t: &Target, pid: u32) -> anyhow::Result<()> {
     let mut total_err = 0;
     let mut rss = Vec::new();
     for batch in 1..=batches {
-        let s = load(t, CONNS, true, Duration::from_secs(600), TOTAL / 4).await;
+        let s = load(t, CONNS, true, None, Duration::from_secs(600), TOTAL / 4).await;
         total_err += s.errors;
         let now = rss_kb(pid, "VmRSS:") as f64 / 1024.0;
         rss.push(now);
@@ -770,4 +909,19 @@ async fn soak(t: &Target, pid: u32) -> anyhow::Result<()> {
         bail!("soak had {total_err} errors");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_body;
+
+    #[test]
+    fn json_bodies_are_valid_json_of_the_asked_size() {
+        for size in [300, 1000, 4096, 4097, 65536] {
+            let b = json_body(size);
+            assert_eq!(b.len(), size);
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{size}: {e}"));
+            assert!(v["messages"].as_array().is_some_and(|m| !m.is_empty()));
+        }
+    }
 }
