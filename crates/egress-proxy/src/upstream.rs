@@ -10,8 +10,11 @@
 //! request). A connection goes back only after a complete response; anything else drops it.
 //!
 //! Name resolution goes through the system resolver, except for `--resolve HOST=IP` overrides
-//! (tests and benchmarks point names at loopback with them). A DNS answer that points at
-//! loopback, link-local (cloud metadata) or unspecified addresses is refused.
+//! (tests and benchmarks point names at loopback with them). A DNS answer that points inside
+//! ([`is_internal`]: loopback, private, shared and link-local space, metadata addresses, ULA,
+//! and the mapped, NAT64 and 6to4 forms of those) is never followed: the request is refused
+//! with [`InternalAddress`]. A `--resolve` pin, or a route naming an IP literal, is the
+//! operator saying so explicitly, and is followed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -138,15 +141,14 @@ impl Connector {
         } else if let Ok(ip) = host.parse::<IpAddr>() {
             vec![SocketAddr::new(ip, port)]
         } else {
-            // A name from DNS must not lead to this host's own services or to link-local
-            // (cloud metadata) addresses: a route naming a wildcard domain must not become a
-            // way into the bundle. Routes that name an IP, and --resolve, are explicit.
+            // A name from DNS must not lead inside: to this host's own services, the Docker
+            // bridges and other bottles, or a metadata service. Only public answers are used.
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await?.collect();
             let (ok, bad): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.into_iter().partition(|a| !is_internal(a.ip()));
             if ok.is_empty() && !bad.is_empty() {
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
-                    format!("{host} resolves to {} (loopback, link-local or unspecified): refused", bad[0].ip()),
+                    InternalAddress { host: host.clone(), ip: bad[0].ip() },
                 ));
             }
             ok
@@ -180,18 +182,79 @@ impl Connector {
     }
 }
 
-/// Addresses a DNS answer may not send the proxy to.
+/// A DNS answer that points inside: refused, never connected to.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to {ip}, an internal address (only an operator's --resolve pin may lead there)")]
+pub(crate) struct InternalAddress {
+    host: String,
+    ip: IpAddr,
+}
+
+/// The refusal in an upstream error's chain, if that is what it was.
+pub(crate) fn internal_address<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a InternalAddress> {
+    let in_io = |io: &'a io::Error| io.get_ref().and_then(|i| i.downcast_ref::<InternalAddress>());
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let found = err.downcast_ref::<InternalAddress>().or_else(|| match err.downcast_ref::<UpstreamError>() {
+            Some(UpstreamError::Connect(io)) => in_io(io),
+            _ => err.downcast_ref::<io::Error>().and_then(in_io),
+        });
+        if found.is_some() {
+            return found;
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Addresses a DNS answer may not send the proxy to: anything not on the public internet.
+/// IPv4: this network (0/8), private (10/8, 172.16/12, 192.168/16), shared address space
+/// (100.64/10, where some clouds keep their metadata service), loopback, link-local
+/// (169.254/16, the usual metadata address), IETF protocol assignments (192.0.0/24), benchmarking
+/// (198.18/15), multicast, reserved (240/4) and broadcast. IPv6: unspecified, loopback,
+/// unique-local (fc00::/7, `fd00:ec2::254` is a metadata address), link- and site-local,
+/// multicast, discard-only (100::/64), local-use NAT64 (64:ff9b:1::/48); and IPv4 embedded in
+/// IPv4-mapped, IPv4-compatible, NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses is judged as
+/// the IPv4 address it reaches.
 pub(crate) fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()
+            let [a, b, c, _] = v4.octets();
+            a == 0
+                || a == 10
+                || a == 127
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 169 && b == 254)
+                || (a == 172 && (16..32).contains(&b))
+                || (a == 192 && b == 168)
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 224
         }
         IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                is_internal(IpAddr::V4(std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)))
+            };
+            match s {
+                // ::/96: unspecified, loopback, and IPv4-compatible addresses.
+                [0, 0, 0, 0, 0, 0, hi, lo] => (hi == 0 && lo <= 1) || embedded(hi, lo),
+                // IPv4-mapped.
+                [0, 0, 0, 0, 0, 0xffff, hi, lo] => embedded(hi, lo),
+                // NAT64 well-known prefix, and the local-use prefix (RFC 8215).
+                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => embedded(hi, lo),
+                [0x64, 0xff9b, 1, ..] => true,
+                // 6to4: the IPv4 address is in the second and third segments.
+                [0x2002, hi, lo, ..] => embedded(hi, lo),
+                // Discard-only.
+                [0x100, 0, 0, 0, ..] => true,
+                [first, ..] => {
+                    (first & 0xfe00) == 0xfc00 // unique local
+                        || (first & 0xffc0) == 0xfe80 // link-local
+                        || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
+                        || (first & 0xff00) == 0xff00 // multicast
+                }
+            }
         }
     }
 }
@@ -462,15 +525,55 @@ pub(crate) fn client(connector: Connector) -> UpstreamClient {
 mod tests {
     use super::*;
 
+    /// The refusal table: every range the DNS answer may not lead to, its edges, and public
+    /// neighbours that must stay reachable.
     #[test]
     fn internal_addresses() {
-        for ip in
-            ["127.0.0.1", "127.9.9.9", "169.254.169.254", "0.0.0.0", "::1", "fe80::1", "::ffff:127.0.0.1", "224.0.0.1"]
-        {
-            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        let internal: &[(&str, &[&str])] = &[
+            ("this network", &["0.0.0.0", "0.1.2.3", "0.255.255.255"]),
+            ("RFC 1918", &["10.0.0.0", "10.255.255.255", "172.16.0.0", "172.31.255.255", "192.168.0.1"]),
+            ("Docker bridges and host gateway", &["172.17.0.1", "172.18.0.2", "192.168.65.254"]),
+            ("shared address space", &["100.64.0.0", "100.100.100.200", "100.127.255.255"]),
+            ("loopback", &["127.0.0.1", "127.9.9.9"]),
+            ("link-local and metadata", &["169.254.169.254", "169.254.0.1"]),
+            ("IETF and benchmarking", &["192.0.0.192", "198.18.0.1", "198.19.255.255"]),
+            ("multicast, reserved, broadcast", &["224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255"]),
+            ("unspecified and loopback v6", &["::", "::1"]),
+            ("unique local", &["fd00:ec2::254", "fc00::1", "fdff:ffff::1"]),
+            ("link-local, site-local, multicast v6", &["fe80::1", "febf::1", "fec0::1", "ff02::1"]),
+            ("IPv4-mapped", &["::ffff:127.0.0.1", "::ffff:10.0.0.7", "::ffff:169.254.169.254"]),
+            ("IPv4-compatible", &["::10.0.0.7", "::127.0.0.1"]),
+            ("NAT64", &["64:ff9b::a00:7", "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "64:ff9b:1::1"]),
+            ("6to4", &["2002:a00:7::1", "2002:a9fe:a9fe::"]),
+            ("discard-only", &["100::1"]),
+        ];
+        let public: &[(&str, &[&str])] = &[
+            ("public v4", &["1.1.1.1", "8.8.8.8", "93.184.216.34", "198.51.100.7", "223.255.255.255"]),
+            ("edges of private v4 ranges", &["9.255.255.255", "11.0.0.0", "100.63.255.255", "100.128.0.0"]),
+            ("more edges", &["172.15.255.255", "172.32.0.0", "192.167.255.255", "192.169.0.0", "169.253.255.255"]),
+            ("benchmarking edges", &["198.17.255.255", "198.20.0.0"]),
+            ("public v6", &["2606:2800:220:1::1", "2001:4860:4860::8888", "fbff::1", "fe7f::1"]),
+            ("public v4 embedded", &["::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "::8.8.8.8"]),
+        ];
+        for (range, ips) in internal {
+            for ip in *ips {
+                assert!(is_internal(ip.parse().unwrap()), "{ip} ({range}) is internal");
+            }
         }
-        for ip in ["93.184.216.34", "10.0.0.1", "2606:2800:220:1::1"] {
-            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        for (range, ips) in public {
+            for ip in *ips {
+                assert!(!is_internal(ip.parse().unwrap()), "{ip} ({range}) is public");
+            }
         }
+    }
+
+    #[test]
+    fn the_refusal_is_found_in_an_error_chain() {
+        let refused = InternalAddress { host: "a.test".into(), ip: "10.0.0.7".parse().unwrap() };
+        let io = io::Error::new(io::ErrorKind::PermissionDenied, refused);
+        let up = UpstreamError::Connect(io);
+        assert!(internal_address(&up).is_some());
+        assert!(internal_address(&UpstreamError::Uri("x".into())).is_none());
+        assert!(up.to_string().contains("10.0.0.7, an internal address"), "{up}");
     }
 }

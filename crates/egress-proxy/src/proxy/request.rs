@@ -22,6 +22,7 @@ use crate::audit::Event;
 use crate::body::{self, ProxyBody};
 use crate::dlp;
 use crate::policy::{Decision, Deny, RequestFacts, RequestLine, decide};
+use crate::upstream::internal_address;
 
 /// The request on its way out.
 struct Outgoing {
@@ -92,7 +93,7 @@ impl Proxy {
                 let detectors = route.dlp.config().map(|c| c.outbound.clone());
                 self.clone().forward_websocket(ctx, &live, parts, ws_headers, inbound, detectors).await
             }
-            _ => self.forward(&target, Request::from_parts(parts, body)).await,
+            _ => self.forward(ctx, Request::from_parts(parts, body)).await,
         }
     }
 
@@ -183,14 +184,14 @@ impl Proxy {
     }
 
     /// Sends the request through this thread's upstream pool.
-    async fn forward(&self, target: &Target, out: Request<ProxyBody>) -> Response<ProxyBody> {
+    async fn forward(&self, ctx: Ctx<'_>, out: Request<ProxyBody>) -> Response<ProxyBody> {
         match self.upstream.request(out).await {
             Ok(resp) => {
                 let (mut p, b) = resp.into_parts();
                 strip_hop_by_hop(&mut p.headers);
                 Response::from_parts(p, b)
             }
-            Err(e) => upstream_error(&target.host, &e),
+            Err(e) => failed(ctx, &e),
         }
     }
 
@@ -253,8 +254,17 @@ impl Proxy {
                 let (p, b) = resp.into_parts();
                 Response::from_parts(p, body::boxed(b))
             }
-            Err(e) => upstream_error(ctx.host, &e),
+            Err(e) => failed(ctx, &e),
         }
+    }
+}
+
+/// The answer when the upstream request failed: a refused internal address is a denial (403,
+/// audited); anything else is 502 with the error chain.
+fn failed(ctx: Ctx<'_>, e: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
+    match internal_address(e) {
+        Some(refused) => ctx.deny(&refused.to_string()),
+        None => upstream_error(ctx.host, e),
     }
 }
 

@@ -314,9 +314,10 @@ async fn dns_answers_pointing_inside_are_refused() {
     let routes = format!(r#"{{"version":1,"routes":[{{"host":"localhost","port":{}}}]}}"#, up.port());
     let proxy = start_proxy(&routes, &ca, &[], &[]).await;
     let (code, body) = curl(&proxy, &format!("https://localhost:{}/", up.port()), &[]).await;
-    assert_eq!(code, 502, "{body}");
-    assert!(body.contains("loopback, link-local or unspecified"), "{body}");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("resolves to") && body.contains("an internal address"), "{body}");
     assert_eq!(up.count(), 0);
+    assert_eq!(proxy.audit_lines()[0]["event"], "deny");
 }
 
 /// A masked client text frame.

@@ -102,13 +102,63 @@ pub async fn note(seen: &Mutex<Vec<Seen>>, req: Request<Incoming>) -> Result<(),
     Ok(())
 }
 
-async fn record(
-    seen: Arc<Mutex<Vec<Seen>>>,
-    mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+/// What the test upstreams answer with.
+pub type UpBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn full_body(b: impl Into<Bytes>) -> UpBody {
+    Full::new(b.into()).boxed()
+}
+
+/// The request's headers as `name: value` lines, for the echo answers.
+fn header_lines(headers: &http::HeaderMap) -> String {
+    headers.iter().map(|(n, v)| format!("{n}: {}\n", String::from_utf8_lossy(v.as_bytes()))).collect()
+}
+
+/// An upstream that hands back what it was sent (as httpbin's `/headers` does), in the forms a
+/// response can take: `/echo` (plain body, and the `Authorization` it got in `x-echo-auth`),
+/// `/echo/gzip` (gzip-encoded), `/echo/stream` (chunked, 5 bytes at a time with pauses, so
+/// anything it echoes is split across chunks), `/echo/location` (a redirect with the
+/// `Authorization` value percent-encoded in the URL).
+fn echo(path: &str, headers: &http::HeaderMap) -> Response<UpBody> {
+    use std::io::Write as _;
+    let lines = header_lines(headers);
+    let auth = headers.get("authorization").cloned().unwrap_or(http::HeaderValue::from_static("none"));
+    let r = Response::builder().header("x-echo-auth", auth.clone());
+    match path {
+        "/echo/gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(lines.as_bytes()).unwrap();
+            r.header("content-encoding", "gzip").body(full_body(e.finish().unwrap())).unwrap()
+        }
+        "/echo/stream" => {
+            let chunks: Vec<Bytes> = lines.as_bytes().chunks(5).map(Bytes::copy_from_slice).collect();
+            let stream = futures_util::stream::unfold(chunks.into_iter(), |mut it| async move {
+                let next = it.next()?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Some((Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(next)), it))
+            });
+            r.body(http_body_util::StreamBody::new(stream).boxed()).unwrap()
+        }
+        "/echo/location" => {
+            let encoded: String = auth.as_bytes().iter().map(|b| format!("%{b:02X}")).collect();
+            r.status(StatusCode::FOUND)
+                .header("location", format!("https://elsewhere.test/login?from={encoded}"))
+                .body(full_body(Bytes::new()))
+                .unwrap()
+        }
+        _ => r.body(full_body(lines)).unwrap(),
+    }
+}
+
+async fn record(seen: Arc<Mutex<Vec<Seen>>>, mut req: Request<Incoming>) -> Result<Response<UpBody>, hyper::Error> {
     let ws = req.headers().get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let on_upgrade = ws.then(|| hyper::upgrade::on(&mut req));
+    let path = req.uri().path().to_string();
+    let echoed = path.starts_with("/echo").then(|| echo(&path, req.headers()));
     note(&seen, req).await?;
+    if let Some(resp) = echoed {
+        return Ok(resp);
+    }
     if let Some(up) = on_upgrade {
         tokio::spawn(async move {
             if let Ok(up) = up.await {
@@ -126,14 +176,19 @@ async fn record(
             .header("upgrade", "websocket")
             .header("connection", "Upgrade")
             .header("sec-websocket-accept", "test")
-            .body(Full::new(Bytes::new()))
+            .body(full_body(Bytes::new()))
             .unwrap());
     }
-    Ok(Response::new(Full::new(Bytes::from_static(b"upstream ok"))))
+    Ok(Response::new(full_body(Bytes::from_static(b"upstream ok"))))
 }
 
 /// Starts a TLS upstream with a cert for `names` from `ca`, speaking `alpn`.
 pub async fn tls_upstream(ca: &Ca, names: &[&str], alpn: &[&[u8]]) -> Upstream {
+    tls_upstream_on(ca, names, alpn, "127.0.0.1:0").await
+}
+
+/// [`tls_upstream`] listening on `bind` (`[::]:0` answers on every address of the host).
+pub async fn tls_upstream_on(ca: &Ca, names: &[&str], alpn: &[&[u8]], bind: &str) -> Upstream {
     let (chain, key) = ca.leaf(names);
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -143,7 +198,7 @@ pub async fn tls_upstream(ca: &Ca, names: &[&str], alpn: &[&[u8]]) -> Upstream {
         .unwrap();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
@@ -242,6 +297,7 @@ pub const NAMES: &[&str] = &[
     "redact.test",
     "hold.test",
     "doh.test",
+    "std.test",
     "127.0.0.1",
 ];
 
