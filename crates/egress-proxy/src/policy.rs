@@ -13,17 +13,31 @@ use std::net::IpAddr;
 
 use common::formats::Routes;
 use common::formats::is_dns_name;
-use common::formats::routes::{HostPattern, Match, PathMatchKind, Route};
+use common::formats::routes::{HostPattern, Match, PathMatchKind, Route, Scheme};
 use http::HeaderMap;
 
-/// How the client reached the proxy; decides the default port of a route.
+/// How a request reached the proxy, which says which routes' scheme it may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
-    /// `CONNECT host:port` (TLS inside; routes default to port 443).
+    /// The `CONNECT host:port` itself: no request yet, so a route of either scheme for that
+    /// host and port lets the tunnel open.
     Connect,
-    /// Absolute-form `http://` request, or plain HTTP inside a CONNECT to port 80 (routes
-    /// default to port 80).
+    /// A request inside TLS in a tunnel: only `https` routes.
+    Tls,
+    /// A cleartext request, absolute-form `http://` or plain HTTP inside `CONNECT host:80`:
+    /// only `http` routes.
     PlainHttp,
+}
+
+impl Via {
+    /// The route scheme a request arriving this way needs (`None` for the CONNECT itself).
+    fn scheme(self) -> Option<Scheme> {
+        match self {
+            Via::Connect => None,
+            Via::Tls => Some(Scheme::Https),
+            Via::PlainHttp => Some(Scheme::Http),
+        }
+    }
 }
 
 /// One request inside the connection (absent for the CONNECT itself).
@@ -67,6 +81,7 @@ pub enum Deny {
     IpLiteral(String),
     NoRoute { host: String },
     Port { host: String, port: u16 },
+    Scheme { host: String, port: u16, scheme: Scheme },
     SniMismatch { sni: String, host: String },
     AuthorityMismatch { authority: String, host: String, port: u16 },
     DotSegments,
@@ -81,6 +96,13 @@ impl fmt::Display for Deny {
             Deny::IpLiteral(h) => write!(f, "IP literal {h} is not named by any route"),
             Deny::NoRoute { host } => write!(f, "host {host} is not in the bottle's routes"),
             Deny::Port { host, port } => write!(f, "port {port} is not allowed for host {host}"),
+            Deny::Scheme { host, port, scheme } => {
+                let (scheme, other) = match scheme {
+                    Scheme::Http => ("http", "https"),
+                    Scheme::Https => ("https", "http"),
+                };
+                write!(f, "{scheme} is not allowed for {host}:{port} (its routes are {other})")
+            }
             Deny::SniMismatch { sni, host } => {
                 write!(f, "TLS server name {sni:?} differs from the CONNECT target {host}")
             }
@@ -95,12 +117,9 @@ impl fmt::Display for Deny {
     }
 }
 
-/// The default port of a route for this kind of access.
-fn route_port(route: &Route, via: Via) -> u16 {
-    route.port.unwrap_or(match via {
-        Via::Connect => 443,
-        Via::PlainHttp => 80,
-    })
+/// The route's port: as given, or its scheme's default.
+fn route_port(route: &Route) -> u16 {
+    route.port.unwrap_or(route.scheme.default_port())
 }
 
 /// True when `host` is something a resolver would turn into an address without DNS: an IP
@@ -275,10 +294,19 @@ pub fn decide(routes: &Routes, facts: &RequestFacts<'_>) -> Decision {
         .routes
         .iter()
         .enumerate()
-        .filter(|(_, r)| host_matches(r, host, ip) && route_port(r, facts.via) == facts.port)
+        .filter(|(_, r)| host_matches(r, host, ip) && route_port(r) == facts.port)
         .peekable();
-    let Some(&(first, _)) = candidates.peek() else {
+    if candidates.peek().is_none() {
         return Decision::Deny(Deny::Port { host: host.to_string(), port: facts.port });
+    }
+    // Only routes of the scheme the request came in: a cleartext request never matches an
+    // https route (it would carry the route's token in clear text). The CONNECT itself may
+    // open for a route of either scheme.
+    let wanted = facts.via.scheme();
+    let mut candidates = candidates.filter(|(_, r)| wanted.is_none_or(|s| r.scheme == s)).peekable();
+    let Some(&(first, _)) = candidates.peek() else {
+        let scheme = wanted.unwrap_or_default();
+        return Decision::Deny(Deny::Scheme { host: host.to_string(), port: facts.port, scheme });
     };
     let Some(req) = facts.request else {
         // The CONNECT itself: host and port are all there is to check yet.
@@ -361,7 +389,10 @@ mod tests {
         {"host":"::1","port":443},
         {"host":"exact.com","matches":[{"paths":[{"type":"exact","value":"/only"}]}]},
         {"host":"doh.com","allow_doh":true},
-        {"host":"multi.com","matches":[{"methods":["GET"]},{"paths":[{"type":"prefix","value":"/up"}],"methods":["PUT"]}]}
+        {"host":"multi.com","matches":[{"methods":["GET"]},{"paths":[{"type":"prefix","value":"/up"}],"methods":["PUT"]}]},
+        {"host":"clear.com","scheme":"http"},
+        {"host":"both.com","port":8080},
+        {"host":"both.com","port":8080,"scheme":"http"}
     ]}"#;
 
     /// (method, path, headers)
@@ -381,7 +412,7 @@ mod tests {
     }
 
     fn req(host: &'static str, port: u16, method: &'static str, path: &'static str) -> F {
-        F { via: Via::Connect, host, port, sni: None, auth: vec![], req: Some((method, path, vec![])) }
+        F { via: Via::Tls, host, port, sni: None, auth: vec![], req: Some((method, path, vec![])) }
     }
 
     fn run(r: &Routes, f: &F) -> Decision {
@@ -420,14 +451,32 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_defaults_to_port_80() {
+    fn requests_only_match_routes_of_their_scheme() {
         let r = routes(R);
-        let mut f = connect("plain.com", 80);
-        f.via = Via::PlainHttp;
-        assert_eq!(allowed(&r, &f), Some(2));
-        f.port = 443;
-        assert_eq!(allowed(&r, &f), None);
-        assert_eq!(allowed(&r, &connect("plain.com", 80)), None, "CONNECT defaults to 443");
+        let plain = |host: &'static str, port: u16| F { via: Via::PlainHttp, ..req(host, port, "GET", "/") };
+        // An http route defaults to port 80 and takes cleartext requests only.
+        assert_eq!(allowed(&r, &connect("clear.com", 80)), Some(8), "the CONNECT opens for either scheme");
+        assert_eq!(allowed(&r, &plain("clear.com", 80)), Some(8));
+        assert_eq!(
+            run(&r, &req("clear.com", 80, "GET", "/")),
+            Decision::Deny(Deny::Scheme { host: "clear.com".into(), port: 80, scheme: Scheme::Https })
+        );
+        assert_eq!(allowed(&r, &plain("clear.com", 443)), None);
+        // An https route (the default) never takes a cleartext request, on any port.
+        assert_eq!(allowed(&r, &req("plain.com", 443, "GET", "/")), Some(2));
+        assert_eq!(
+            run(&r, &plain("plain.com", 443)),
+            Decision::Deny(Deny::Scheme { host: "plain.com".into(), port: 443, scheme: Scheme::Http })
+        );
+        assert!(matches!(run(&r, &plain("plain.com", 80)), Decision::Deny(Deny::Port { .. })));
+        // Two routes for one host and port: each request gets the one of its scheme.
+        assert_eq!(allowed(&r, &connect("both.com", 8080)), Some(9));
+        assert_eq!(allowed(&r, &req("both.com", 8080, "GET", "/")), Some(9));
+        assert_eq!(allowed(&r, &plain("both.com", 8080)), Some(10));
+        assert_eq!(
+            Deny::Scheme { host: "plain.com".into(), port: 443, scheme: Scheme::Http }.to_string(),
+            "http is not allowed for plain.com:443 (its routes are https)"
+        );
     }
 
     #[test]

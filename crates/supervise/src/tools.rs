@@ -229,8 +229,16 @@ impl RequestEgress {
                 headers: Vec::new(),
             }]
         };
-        let route =
-            Route { host: self.host.clone(), port, auth: None, matches, dlp: Default::default(), allow_doh: false };
+        let route = Route {
+            host: self.host.clone(),
+            port,
+            auth: None,
+            matches,
+            dlp: Default::default(),
+            allow_doh: false,
+            scheme: Default::default(),
+            insecure_auth: false,
+        };
         let probe = Routes { version: 1, log: 1, routes: vec![route.clone()] };
         probe.validate(Path::new("request_egress")).map_err(|e| e.to_string())?;
         Ok(route)

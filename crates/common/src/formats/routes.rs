@@ -40,6 +40,38 @@ pub struct Route {
     pub dlp: Dlp,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_doh: bool,
+    /// What the upstream speaks: `https` (reached by the agent through `CONNECT` and TLS) or
+    /// `http` (absolute-form `http://`, or plain HTTP inside `CONNECT host:80`). A request in
+    /// the other scheme does not match the route.
+    #[serde(default, skip_serializing_if = "Scheme::is_https")]
+    pub scheme: Scheme,
+    /// On an `http` route, inject `auth`'s credential anyway (it crosses the network in clear
+    /// text). Without it an `http` route injects nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_auth: bool,
+}
+
+/// A route's upstream scheme.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Https,
+    Http,
+}
+
+impl Scheme {
+    fn is_https(&self) -> bool {
+        *self == Scheme::Https
+    }
+
+    /// The port a route of this scheme uses when it names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Https => 443,
+            Scheme::Http => 80,
+        }
+    }
 }
 
 /// Token injection for a route.
@@ -99,7 +131,7 @@ pub struct HeaderMatch {
 }
 
 /// DLP settings of a route: `false` turns it off; an object configures it; absent = on with
-/// `known_secrets` + `token_patterns` and action `block`.
+/// `known_secrets` + `token_patterns`, action `block`, mode `strict`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dlp {
     Off,
@@ -133,11 +165,41 @@ pub struct DlpConfig {
     pub outbound: Vec<DlpDetector>,
     #[serde(default)]
     pub on_match: DlpAction,
+    #[serde(default, skip_serializing_if = "DlpMode::is_strict")]
+    pub mode: DlpMode,
 }
 
 impl Default for DlpConfig {
     fn default() -> Self {
-        DlpConfig { outbound: default_outbound(), on_match: DlpAction::Block }
+        DlpConfig { outbound: default_outbound(), on_match: DlpAction::Block, mode: DlpMode::Strict }
+    }
+}
+
+/// How strictly `token_patterns` reads what leaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DlpMode {
+    /// Anything shaped like a credential, whatever the rules' allowlists excuse (documentation
+    /// examples, placeholders), plus payment data that passes its checksum (card numbers, IBANs,
+    /// Bitcoin addresses and keys). For routes that should carry no credential at all.
+    #[default]
+    Strict,
+    /// The rules as the git gate reads them: allowlisted examples and placeholders, and
+    /// low-confidence findings, are excused. For the model provider's route, through which the
+    /// repository's own content legitimately flows.
+    Standard,
+}
+
+impl DlpMode {
+    fn is_strict(&self) -> bool {
+        *self == DlpMode::Strict
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlpMode::Strict => "strict",
+            DlpMode::Standard => "standard",
+        }
     }
 }
 
@@ -179,7 +241,9 @@ impl<'de> Deserialize<'de> for Dlp {
             Config(serde_json::Map<String, serde_json::Value>),
         }
         match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected false, true or an object {\"outbound\": [...], \"on_match\": ...}")
+            serde::de::Error::custom(
+                "expected false, true or an object {\"outbound\": [...], \"on_match\": ..., \"mode\": ...}",
+            )
         })? {
             Raw::Bool(false) => Ok(Dlp::Off),
             Raw::Bool(true) => Ok(Dlp::default()),
@@ -259,6 +323,9 @@ impl Routes {
             }
             if r.port == Some(0) {
                 p.push(format!("{k}.port"), "must be between 1 and 65535");
+            }
+            if r.insecure_auth && r.scheme != Scheme::Http {
+                p.push(format!("{k}.insecure_auth"), "only means something on a route with \"scheme\": \"http\"");
             }
             if let Some(a) = &r.auth {
                 if !is_env_name(&a.token_env) {
@@ -347,7 +414,8 @@ mod tests {
             {"paths": [{"type": "prefix", "value": "/v1/"}], "methods": ["GET", "POST"],
              "headers": [{"name": "x-team", "value": "core"}]}
           ],
-          "dlp": {"outbound": ["known_secrets", "token_patterns"], "on_match": "block"},
+          "scheme": "https",
+          "dlp": {"outbound": ["known_secrets", "token_patterns"], "on_match": "block", "mode": "strict"},
           "allow_doh": false
         }
       ]
@@ -373,6 +441,8 @@ mod tests {
         let route = &r.routes[0];
         assert_eq!(route.port, None);
         assert_eq!(route.dlp, Dlp::On(DlpConfig::default()));
+        assert_eq!(route.dlp.config().unwrap().mode, DlpMode::Strict);
+        assert_eq!((route.scheme, route.insecure_auth), (Scheme::Https, false));
         let a = route.auth.as_ref().unwrap();
         assert_eq!((a.header.as_str(), a.scheme.as_str()), ("Authorization", "Bearer"));
         assert!(!route.allow_doh);
@@ -386,6 +456,26 @@ mod tests {
         let redact = parse(r#"{"version":1,"routes":[{"host":"a.com","dlp":{"on_match":"redact"}}]}"#).unwrap();
         assert_eq!(redact.routes[0].dlp.config().unwrap().on_match, DlpAction::Redact);
         assert_eq!(redact.routes[0].dlp.config().unwrap().outbound.len(), 2);
+        let standard = parse(r#"{"version":1,"routes":[{"host":"a.com","dlp":{"mode":"standard"}}]}"#).unwrap();
+        assert_eq!(standard.routes[0].dlp.config().unwrap().mode, DlpMode::Standard);
+        assert_eq!(serde_json::to_value(&standard).unwrap()["routes"][0]["dlp"]["mode"], "standard");
+    }
+
+    #[test]
+    fn schemes() {
+        let r = parse(
+            r#"{"version":1,"routes":[{"host":"a.com","scheme":"http","insecure_auth":true,"auth":{"token_env":"T"}},
+                {"host":"b.com","scheme":"http"},{"host":"c.com"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((r.routes[0].scheme, r.routes[0].insecure_auth), (Scheme::Http, true));
+        assert_eq!((r.routes[1].scheme, r.routes[1].insecure_auth), (Scheme::Http, false));
+        assert_eq!(r.routes[2].scheme, Scheme::Https);
+        assert_eq!((Scheme::Https.default_port(), Scheme::Http.default_port()), (443, 80));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["routes"][0]["scheme"], "http");
+        assert!(json["routes"][2].get("scheme").is_none(), "the default is left out");
+        assert_eq!(parse(&json.to_string()).unwrap(), r);
     }
 
     #[test]
@@ -450,6 +540,22 @@ mod tests {
                 "expected false, true or an object",
             ),
             (r#"{"version":1,"routes":[{"host":"a.com","dlp":{"outbound":[]}}]}"#, "routes[0].dlp.outbound", "empty"),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","dlp":{"mode":"lenient"}}]}"#,
+                "routes[0].dlp",
+                "unknown variant `lenient`",
+            ),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","dlp":{"strict":true}}]}"#,
+                "routes[0].dlp",
+                "unknown field `strict`",
+            ),
+            (
+                r#"{"version":1,"routes":[{"host":"a.com","scheme":"ftp"}]}"#,
+                "routes[0].scheme",
+                "unknown variant `ftp`",
+            ),
+            (r#"{"version":1,"routes":[{"host":"a.com","insecure_auth":true}]}"#, "routes[0].insecure_auth", "scheme"),
             (r#"{"version":1,"routes":[{"host":"a.com"}"#, "routes", "EOF"),
         ];
         for (doc, key, fragment) in cases {

@@ -1,12 +1,13 @@
 //! Fuzzes request facts against a fixed set of routes: `decide` never panics, and an `Allow`
-//! always names a route whose host pattern covers the target, with any SNI and authority
-//! naming the target.
+//! always names a route whose host pattern covers the target and whose scheme is the
+//! request's, with any SNI and authority naming the target.
 #![no_main]
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use common::formats::Routes;
+use common::formats::routes::Scheme;
 use egress_proxy::policy::{Decision, RequestFacts, RequestLine, Via, decide, host_matches, split_authority};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +20,8 @@ fn routes() -> &'static Routes {
             {"host":"*.wild.com","port":8443},
             {"host":"10.0.0.1"},
             {"host":"::1"},
-            {"host":"doh.com","allow_doh":true}
+            {"host":"doh.com","allow_doh":true},
+            {"host":"clear.com","scheme":"http"}
         ]}"#;
         Routes::parse(doc, Path::new("routes.json")).unwrap()
     })
@@ -41,12 +43,17 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let auths: Vec<&str> = authority.into_iter().collect();
-    for via in [Via::Connect, Via::PlainHttp] {
+    for via in [Via::Connect, Via::Tls, Via::PlainHttp] {
         for request in [None, Some(RequestLine { method, path, headers: &headers })] {
             let facts = RequestFacts { via, host: &host, port, sni, authorities: &auths, request };
             if let Decision::Allow { route } = decide(routes(), &facts) {
                 let r = &routes().routes[route];
                 assert!(host_matches(r, &host, host.parse().ok()), "{host} allowed by {}", r.host);
+                match via {
+                    Via::Tls => assert_eq!(r.scheme, Scheme::Https, "a TLS request only gets https routes"),
+                    Via::PlainHttp => assert_eq!(r.scheme, Scheme::Http, "a cleartext request only gets http routes"),
+                    Via::Connect => {}
+                }
                 if let Some(s) = sni {
                     assert!(s.eq_ignore_ascii_case(&host));
                 }

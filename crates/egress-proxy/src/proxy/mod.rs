@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use common::Secret;
 use common::formats::Routes;
+use common::formats::routes::Scheme;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body as _, Incoming};
@@ -54,7 +55,8 @@ pub(crate) struct Live {
     pub(crate) routes: Routes,
     pub(crate) dlp: Engine,
     /// Per route (same index): the auth header it injects and the value (none when the
-    /// token is missing or not a valid header value), built once per reload, not per request.
+    /// token is missing or not a valid header value, or the route is `http` without
+    /// `insecure_auth`), built once per reload, not per request.
     pub(crate) auth: Vec<Option<(HeaderName, Option<HeaderValue>)>>,
 }
 
@@ -66,7 +68,10 @@ impl Live {
             .map(|route| {
                 let a = route.auth.as_ref()?;
                 let name = HeaderName::from_bytes(a.header.as_bytes()).ok()?;
-                let value = tokens.get(&a.token_env).and_then(|token| {
+                // Over cleartext only when the route says so: the token would cross the network
+                // readable by anyone on the path.
+                let injects = route.scheme == Scheme::Https || route.insecure_auth;
+                let value = tokens.get(&a.token_env).filter(|_| injects).and_then(|token| {
                     let value = if a.scheme.is_empty() {
                         token.expose().to_string()
                     } else {

@@ -57,10 +57,10 @@ impl Proxy {
                 Ok(Err(e)) => return tracing::debug!(%host, "TLS handshake with client: {e}"),
                 Err(_) => return tracing::debug!(%host, "TLS handshake with client timed out"),
             };
-            let target = Target::new(host.clone(), port, true, Via::Connect, sni);
+            let target = Target::new(host.clone(), port, true, Via::Tls, sni);
             self.clone().serve_inner(TokioIo::new(tls), target).await;
         } else if port == 80 {
-            let target = Target::new(host.clone(), port, false, Via::Connect, None);
+            let target = Target::new(host.clone(), port, false, Via::PlainHttp, None);
             self.clone().serve_inner(TokioIo::new(io), target).await;
         } else {
             let reason = format!("non-TLS bytes in a CONNECT tunnel to {host}:{port}");

@@ -9,5 +9,6 @@ mod limits;
 mod plain_tunnel;
 mod policy;
 mod reload;
+mod scheme;
 mod support;
 mod websocket;

@@ -86,14 +86,16 @@ async fn port80_upstream() -> Port80 {
     Port80 { ip, seen, connections }
 }
 
-/// `plain80.test` (token injected) and `other80.test` are both allowed on port 80 and both
-/// resolve to the upstream, so only the tunnel's own checks stand between a request naming
-/// the other host and the upstream. `tls80.test` is allowed on 443 only.
+/// `plain80.test` (token injected: the route says `insecure_auth`) and `other80.test` are both
+/// `http` routes (port 80) and both resolve to the upstream, so only the tunnel's own checks
+/// stand between a request naming the other host and the upstream. `tls80.test` is an `https`
+/// route (443).
 async fn world() -> (Port80, Proxy) {
     let up = port80_upstream().await;
     let routes = r#"{"version":1,"routes":[
-        {"host":"plain80.test","port":80,"auth":{"header":"Authorization","scheme":"Bearer","token_env":"EGRESS_TOKEN_0"}},
-        {"host":"other80.test","port":80},
+        {"host":"plain80.test","scheme":"http","insecure_auth":true,
+         "auth":{"header":"Authorization","scheme":"Bearer","token_env":"EGRESS_TOKEN_0"}},
+        {"host":"other80.test","scheme":"http"},
         {"host":"tls80.test"}
     ]}"#;
     let extra = [

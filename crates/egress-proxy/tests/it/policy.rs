@@ -18,7 +18,7 @@ fn routes(port: u16, plain_port: u16) -> String {
         {{"host":"ws.test","port":{port},"matches":[{{"paths":[{{"type":"exact","value":"/socket"}}]}}]}},
         {{"host":"127.0.0.1","port":{port}}},
         {{"host":"doh.test","port":{port},"allow_doh":true}},
-        {{"host":"plain.test","port":{plain_port}}}
+        {{"host":"plain.test","port":{plain_port},"scheme":"http"}}
     ]}}"#
     )
 }
@@ -327,4 +327,20 @@ fn ws_frame(payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&mask);
     f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     f
+}
+
+/// `..;` is a dot segment to Tomcat and Spring (`/v1/..;/admin` is `/admin` there), so it may not
+/// pass a `/v1/` prefix; nor may its encoded forms.
+#[tokio::test]
+async fn dot_semicolon_segments_do_not_pass_a_prefix() {
+    let w = bypass_world().await;
+    let p = w.up.port();
+    for path in ["/v1/..;/admin", "/v1/.;/x", "/v1/..;jsessionid=1/admin", "/v1/%2e%2e;/admin", "/v1/..%3b/admin"] {
+        let (code, body) = curl(&w.proxy, &format!("https://b.wild.test:{p}{path}"), &["--path-as-is"]).await;
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(body.contains("'.' or '..' segments"), "{path}: {body}");
+    }
+    assert_eq!(w.up.count(), 0, "{:?}", w.up.seen());
+    let (code, _) = curl(&w.proxy, &format!("https://b.wild.test:{p}/v1/a;b/..c;d"), &["--path-as-is"]).await;
+    assert_eq!(code, 200, "parameters on ordinary segments are fine");
 }

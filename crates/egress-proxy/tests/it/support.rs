@@ -466,3 +466,42 @@ where
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// The world the bypass tests (issue 12's list) share: a token-injecting route (DLP on, strict),
+/// the same with DLP off, a route with a `/v1/` prefix, and an `https` route whose upstream
+/// really speaks plain HTTP (the cleartext trap).
+pub struct World {
+    pub up: Upstream,
+    pub plain: Upstream,
+    pub proxy: Proxy,
+}
+
+pub async fn bypass_world() -> World {
+    let ca = Ca::new("upstream CA");
+    let up = tls_upstream(&ca, NAMES, &[b"h2", b"http/1.1"]).await;
+    let plain = plain_upstream().await;
+    let (p, plain_p) = (up.port(), plain.port());
+    let routes = format!(
+        r#"{{"version":1,"routes":[
+        {{"host":"api.test","port":{p},"auth":{{"token_env":"EGRESS_TOKEN_0"}}}},
+        {{"host":"other.test","port":{p},"auth":{{"token_env":"EGRESS_TOKEN_0"}},"dlp":false}},
+        {{"host":"b.wild.test","port":{p},"matches":[{{"paths":[{{"type":"prefix","value":"/v1/"}}]}}]}},
+        {{"host":"plain.test","port":{plain_p},"auth":{{"token_env":"EGRESS_TOKEN_0"}}}}
+    ]}}"#
+    );
+    let proxy = start_proxy(&routes, &ca, &[("EGRESS_TOKEN_0", TOKEN)], &[]).await;
+    World { up, plain, proxy }
+}
+
+/// `s` with every byte percent-encoded, hex digits upper case where `upper` says so.
+pub fn percent_all(s: &str, upper: impl Fn(usize) -> bool) -> String {
+    s.bytes().enumerate().map(|(i, b)| if upper(i) { format!("%{b:02X}") } else { format!("%{b:02x}") }).collect()
+}
+
+/// A 403 from the proxy, the token nowhere in it, and nothing at the upstream.
+pub fn assert_refused(w: &World, what: &str, (code, body): (u16, String)) {
+    assert_eq!(code, 403, "{what}: {body}");
+    assert!(body.starts_with("bot-bottle egress: blocked: "), "{what}: {body}");
+    assert!(!body.contains(TOKEN), "{what}: {body}");
+    assert_eq!(w.up.count(), 0, "{what}: the upstream got {:?}", w.up.seen());
+}

@@ -187,7 +187,7 @@ async fn deflate_insisting_upstream() -> (u16, Arc<Mutex<String>>, Arc<Mutex<Vec
 #[tokio::test]
 async fn an_upstream_forcing_deflate_is_refused_before_any_frame() {
     let (port, up_head, got) = deflate_insisting_upstream().await;
-    let routes = format!(r#"{{"version":1,"routes":[{{"host":"deflate.test","port":{port}}}]}}"#);
+    let routes = format!(r#"{{"version":1,"routes":[{{"host":"deflate.test","port":{port},"scheme":"http"}}]}}"#);
     let proxy = start_proxy(
         &routes,
         &Ca::new("upstream CA"),
