@@ -1,11 +1,16 @@
-//! Encoded text inside scanned bytes: base64 (standard and URL-safe), hex and percent-encoding.
-//! A secret committed as `tls.key: LS0tLS1CRUdJTi…` (a Kubernetes Secret) or sent as
-//! `c2VjcmV0PV…` is only visible once decoded, so the rules scan each decoded segment too, and
-//! what they find there again (to [`MAX_DEPTH`] layers), reporting it at the encoded segment's
-//! place in the original input.
+//! Encoded text inside scanned bytes: base64 (standard and URL-safe), hex (plain, any case, or
+//! delimited: `41-4b-…`, `41:4b:…`, `41 4b …`, `\x41\x4b…`, `0x41,0x4b…`) and
+//! percent-encoding (any case, any mix of encoded and plain characters). A secret committed as
+//! `tls.key: LS0tLS1CRUdJTi…` (a Kubernetes Secret) or sent as `c2VjcmV0PV…` is only visible
+//! once decoded, so the scan looks at each decoded segment too, and at what that decodes to
+//! again (to [`MAX_DEPTH`] layers: double and triple percent-encoding, base64 inside
+//! percent-encoding), reporting it at the encoded segment's place in the original input
+//! ([`super::layered`]).
 //!
 //! A segment is decoded only when the result is text (printable ASCII and whitespace): long
-//! identifiers also look like base64 but decode to noise, and are skipped.
+//! identifiers also look like base64 but decode to noise, and are skipped. Hex is the exception:
+//! a hex blob that decodes to binary with text inside (`deadbeef` + a key + padding) is kept as
+//! its printable runs of 8 or more characters, one per line.
 
 use std::sync::LazyLock;
 
@@ -22,6 +27,14 @@ const MIN_LEN: usize = 16;
 /// Runs of the base64 alphabets (hex runs are among them).
 static RUN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?-u)[A-Za-z0-9+/_-]{16,}={0,2}").unwrap_or_else(|e| panic!("base64 pattern: {e}")));
+/// Hex pairs with a delimiter between them, or each with a `\x` (or JSON-escaped `\\x`) / `0x`
+/// prefix: at least 8 bytes.
+static DELIMITED_HEX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?-u)[0-9A-Fa-f]{2}(?:[-: ][0-9A-Fa-f]{2}){7,}|(?:\\{1,2}[xX][0-9A-Fa-f]{2}){8,}|(?:0[xX][0-9A-Fa-f]{2}(?:, ?| )?){8,}",
+    )
+    .unwrap_or_else(|e| panic!("delimited hex pattern: {e}"))
+});
 static PERCENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?-u)(?:[A-Za-z0-9+/=_.~-]|%[0-9A-Fa-f]{2})*%[0-9A-Fa-f]{2}(?:[A-Za-z0-9+/=_.~-]|%[0-9A-Fa-f]{2})*")
         .unwrap_or_else(|e| panic!("percent pattern: {e}"))
@@ -57,9 +70,54 @@ fn base64(s: &[u8]) -> Option<Vec<u8>> {
     engine.decode(body).ok()
 }
 
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 fn hex(s: &[u8]) -> Option<Vec<u8>> {
     let s = &s[..s.len() & !1];
-    s.chunks_exact(2).map(|p| std::str::from_utf8(p).ok().and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+    s.chunks_exact(2).map(|p| Some(hex_value(p[0])? << 4 | hex_value(p[1])?)).collect()
+}
+
+/// The bytes of delimited hex: every pair of hex digits that is not an `x` prefix's `0`.
+fn delimited_hex(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() / 3);
+    let mut i = 0;
+    while i + 1 < s.len() {
+        if s[i] == b'0' && matches!(s[i + 1], b'x' | b'X') {
+            i += 2;
+            continue;
+        }
+        match (hex_value(s[i]), hex_value(s[i + 1])) {
+            (Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// What a human would read in decoded hex: the bytes themselves when they are text, else
+/// their printable runs of 8 or more characters, one per line (none: nothing to read).
+fn readable(bytes: Vec<u8>) -> Option<Vec<u8>> {
+    if is_text(&bytes) {
+        return Some(bytes);
+    }
+    let mut out = Vec::new();
+    for run in bytes.split(|&c| !(0x20..0x7f).contains(&c) && c != b'\t').filter(|r| r.len() >= 8) {
+        if !out.is_empty() {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(run);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn percent(s: &[u8]) -> Vec<u8> {
@@ -85,8 +143,9 @@ fn percent(s: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The encoded segments of `data` that decode to text: percent-encoded runs, hex runs of 32 or
-/// more digits, and base64 runs of 16 or more characters with both cases.
+/// The encoded segments of `data` that decode to text: percent-encoded runs, delimited hex of 8
+/// or more bytes, hex runs of 32 or more digits, and base64 runs of 16 or more characters with
+/// both cases.
 pub(crate) fn segments(data: &[u8]) -> Vec<Segment> {
     let mut out = Vec::new();
     if data.contains(&b'%') {
@@ -97,10 +156,19 @@ pub(crate) fn segments(data: &[u8]) -> Vec<Segment> {
             }
         }
     }
+    for m in DELIMITED_HEX.find_iter(data) {
+        if let Some(text) = readable(delimited_hex(m.as_bytes())) {
+            out.push(Segment { start: m.start(), end: m.end(), text });
+        }
+    }
     for m in RUN.find_iter(data) {
         let s = m.as_bytes();
+        if out.iter().any(|seg| seg.start <= m.start() && m.end() <= seg.end) {
+            // Inside delimited hex already decoded (`41-4b-49…` is also a base64-alphabet run).
+            continue;
+        }
         let text = if s.len() >= 2 * MIN_LEN && s.iter().all(u8::is_ascii_hexdigit) {
-            hex(s)
+            hex(s).and_then(readable)
         } else if s.iter().any(u8::is_ascii_uppercase) && s.iter().any(u8::is_ascii_lowercase) {
             // Plain words and identifiers in one case are not worth a decode; nor is a long run
             // (an embedded image, say) whose first bytes already decode to something not text.
@@ -136,8 +204,39 @@ mod tests {
         assert_eq!(decoded(&format!("t={url}")), ["k=~?>>>???>>>"]);
         let plain = ["aws_secret=abcd", "efgh12345678"].concat();
         let hexed: String = plain.bytes().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(decoded(&hexed), [plain]);
+        assert_eq!(decoded(&hexed), [plain.as_str()]);
         assert_eq!(decoded("q=secret%3Dabc%2Bdef%2Fghi"), ["q=secret=abc+def/ghi"]);
+        let upper: String = plain.bytes().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(decoded(&upper), [plain.as_str()], "upper-case hex");
+        let every: String = plain.bytes().map(|b| format!("%{b:02x}")).collect();
+        assert_eq!(decoded(&format!("k={every}")), [format!("k={plain}")], "every byte percent-encoded");
+    }
+
+    #[test]
+    fn delimited_hex_in_every_common_form() {
+        let plain = ["aws_secret=abcd", "efgh12345678"].concat();
+        let pairs: Vec<String> = plain.bytes().map(|b| format!("{b:02x}")).collect();
+        for form in [
+            pairs.join("-"),
+            pairs.join(":"),
+            pairs.join(" ").to_uppercase(),
+            pairs.iter().map(|p| format!("\\x{p}")).collect(),
+            pairs.iter().map(|p| format!("\\\\x{p}")).collect(),
+            pairs.iter().map(|p| format!("0x{p}, ")).collect::<String>(),
+        ] {
+            assert_eq!(decoded(&format!("key={form};")), [plain.as_str()], "{form}");
+        }
+        assert!(decoded("00:1a:2b:3c:4d:5e").is_empty(), "a MAC address is too short and not text");
+        assert!(decoded("550e8400-e29b-41d4-a716-446655440000").is_empty(), "a UUID is not delimited hex");
+    }
+
+    #[test]
+    fn hex_of_binary_keeps_its_text() {
+        let mut bytes = vec![0xde, 0xad, 0xbe, 0xef, 0x00, 0x11];
+        bytes.extend_from_slice(b"hidden-text-here");
+        bytes.extend_from_slice(&[0x0a, 0x00, 0xff, 0x41, 0x42]);
+        let hexed: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(decoded(&hexed), ["hidden-text-here"]);
     }
 
     #[test]

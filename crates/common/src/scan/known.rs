@@ -1,10 +1,13 @@
 //! Exact secret values (the tokens a bottle holds) and their common encodings.
 //!
-//! Each value becomes needles: raw; lower- and upper-case hex; percent-encoded (RFC 3986
-//! unreserved characters kept, upper- and lower-case escapes, and `+` for space); base64
-//! standard and URL-safe, for each of the three alignments the value can have inside a longer
-//! encoded string (only the characters that depend on the value alone). One Aho-Corasick
-//! automaton finds them all. Values shorter than [`KnownSecrets::MIN_LEN`] bytes are ignored:
+//! Each value becomes needles: raw; hex; percent-encoded (RFC 3986 unreserved characters kept,
+//! with `+` for space or not, and every byte encoded); base64 standard and URL-safe, for each of
+//! the three alignments the value can have inside a longer encoded string (only the characters
+//! that depend on the value alone). One Aho-Corasick automaton, ASCII case-insensitive, finds
+//! them all: upper-, lower- and mixed-case hex and escapes, and the value with its case changed
+//! (a lower-case hex token sent upper-case is the same token). Any other mix of encoded and
+//! plain characters, and encodings of encodings, are found by scanning what the input decodes
+//! to ([`super::layered`]). Values shorter than [`KnownSecrets::MIN_LEN`] bytes are ignored:
 //! they would match ordinary text and their encodings are too short to mean anything.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -30,11 +33,12 @@ impl std::fmt::Debug for KnownSecrets {
     }
 }
 
-fn percent_encode(v: &[u8], upper: bool, plus_space: bool) -> Vec<u8> {
-    let digits: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+/// `v` percent-encoded: unreserved characters kept (unless `all`), `+` for space if asked.
+fn percent_encode(v: &[u8], all: bool, plus_space: bool) -> Vec<u8> {
+    let digits: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = Vec::with_capacity(v.len() * 3);
     for &b in v {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if !all && (b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')) {
             out.push(b);
         } else if plus_space && b == b' ' {
             out.push(b'+');
@@ -71,9 +75,8 @@ impl KnownSecrets {
             count += 1;
             needles.push(v.to_vec());
             needles.push(hex::encode(v).into_bytes());
-            needles.push(hex::encode_upper(v).into_bytes());
-            for (upper, plus) in [(true, false), (false, false), (true, true)] {
-                needles.push(percent_encode(v, upper, plus));
+            for (all, plus) in [(false, false), (false, true), (true, false)] {
+                needles.push(percent_encode(v, all, plus));
             }
             for align in 0..3 {
                 needles.push(base64_core(&STANDARD_NO_PAD, v, align));
@@ -81,8 +84,8 @@ impl KnownSecrets {
             }
         }
         needles.retain(|n| n.len() >= Self::MIN_LEN);
-        needles.sort();
-        needles.dedup();
+        needles.sort_by_key(|n| n.to_ascii_lowercase());
+        needles.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
         let ac = if needles.is_empty() {
             None
@@ -90,6 +93,7 @@ impl KnownSecrets {
             // Building can only fail on absurd sizes; an empty set would fail open, so panic.
             Some(
                 AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
                     .match_kind(MatchKind::LeftmostLongest)
                     .build(&needles)
                     .unwrap_or_else(|e| panic!("known secrets automaton: {e}")),
@@ -155,8 +159,18 @@ mod tests {
         assert!(found_in(format!("a {v} b").as_bytes()));
         assert!(found_in(format!("x={}", hex::encode(&v)).as_bytes()));
         assert!(found_in(format!("x={}", hex::encode_upper(&v)).as_bytes()));
-        assert!(found_in(format!("q={}&z", percent_encode(v.as_bytes(), true, false).escape_ascii()).as_bytes()));
-        assert!(found_in(format!("q={}&z", percent_encode(v.as_bytes(), true, true).escape_ascii()).as_bytes()));
+        assert!(found_in(format!("q={}&z", percent_encode(v.as_bytes(), false, false).escape_ascii()).as_bytes()));
+        assert!(found_in(format!("q={}&z", percent_encode(v.as_bytes(), false, true).escape_ascii()).as_bytes()));
+        let all = String::from_utf8(percent_encode(v.as_bytes(), true, false)).unwrap();
+        assert!(found_in(all.as_bytes()), "every byte escaped");
+        assert!(found_in(all.to_ascii_lowercase().as_bytes()), "lower-case escapes");
+        let mixed: String =
+            all.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_lowercase() } else { c }).collect();
+        assert!(found_in(mixed.as_bytes()), "mixed-case escapes");
+        let hexed = hex::encode(&v);
+        let mixed: String =
+            hexed.chars().enumerate().map(|(i, c)| if i % 3 == 0 { c.to_ascii_uppercase() } else { c }).collect();
+        assert!(found_in(mixed.as_bytes()), "mixed-case hex");
         assert!(!found_in(b"nothing here at all"));
     }
 

@@ -8,15 +8,22 @@
 //!   all three alignments), hex and percent-encoded.
 //! - [`StreamScanner`]: both over chunked input, with matches across chunk boundaries and a
 //!   bounded buffer; its findings depend only on the stream's bytes, never on the chunking.
+//! - [`scan_outbound`]: egress DLP's one call: rules and held secrets over the bytes and every
+//!   layer of encoding in them, in a [`Mode`]; strict mode adds the strict-only rules, what the
+//!   allowlists excuse, payment data ([`CARD_ID`]...) and encoding nested too deep to read.
 
 pub mod corpus;
 mod decode;
 mod known;
+mod layered;
+mod payment;
 mod rules;
 mod stream;
 
 pub use known::KnownSecrets;
-pub use rules::{Context, Rules};
+pub use layered::{Mode, TOO_DEEP_ID, scan_outbound};
+pub use payment::{BITCOIN_ADDRESS_ID, BITCOIN_KEY_ID, CARD_ID, IBAN_ID};
+pub use rules::{Context, Rules, reads_like_identifier};
 pub use stream::StreamScanner;
 
 /// One secret found in scanned bytes.
@@ -115,16 +122,11 @@ pub(crate) fn assign_lines(data: &[u8], findings: &mut [Finding], offset_base: u
     }
 }
 
-/// All findings of the built-in rules and (if any) the known secrets in `data`, sorted.
+/// All findings of the rules and (if any) the known secrets in `data` and its encoded layers,
+/// sorted (standard mode).
 pub fn scan_all(rules: Option<&Rules>, known: Option<&KnownSecrets>, data: &[u8]) -> Vec<Finding> {
-    let mut out = Vec::new();
-    if let Some(r) = rules {
-        out.extend(r.scan(data));
-    }
-    if let Some(k) = known {
-        out.extend(k.scan(data));
-    }
-    out.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
+    let mut out = scan_outbound(rules, known, Mode::Standard, data);
+    assign_lines(data, &mut out, 0, 0);
     out
 }
 

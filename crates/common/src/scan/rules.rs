@@ -74,6 +74,10 @@ struct RawRule {
     /// as low-confidence findings instead of being dropped or reported plainly.
     #[serde(default)]
     low_confidence: Vec<RawAllowlist>,
+    /// Our extension: the rule only runs in strict mode (egress routes that should carry no
+    /// credential at all), never for the git gate.
+    #[serde(default)]
+    strict_only: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -96,6 +100,10 @@ struct RawAllowlist {
     /// Our extension: the secret reads like an identifier (see [`reads_like_identifier`]).
     #[serde(default)]
     identifiers: bool,
+    /// Our extension, on a `lowConfidence` table: it excuses the match in strict mode too (the
+    /// match says nothing about the value's shape, only about the name it was assigned to).
+    #[serde(default)]
+    strict: bool,
 }
 
 // ------------------------------------------------------------------ compiled form
@@ -117,6 +125,8 @@ struct Allowlist {
     commits: Vec<String>,
     target_rules: Vec<String>,
     identifiers: bool,
+    /// Holds in strict mode too (a `lowConfidence` table only).
+    strict: bool,
 }
 
 /// Where scanned bytes came from; allowlists with `paths`/`commits` need it.
@@ -229,7 +239,7 @@ pub fn reads_like_identifier(s: &[u8]) -> bool {
 
 /// Among `out[first..]`, a finding overlapping a stronger one says nothing more: stronger is
 /// higher confidence, then a specific rule over a generic one ([`GENERIC_IDS`]).
-fn drop_redundant(out: &mut Vec<Finding>, first: usize) {
+pub(crate) fn drop_redundant(out: &mut Vec<Finding>, first: usize) {
     // Specific rules, then the generic rules in their order of strength.
     let specificity = |f: &Finding| GENERIC_IDS.iter().rev().position(|&g| g == f.rule_id).unwrap_or(GENERIC_IDS.len());
     let rank = |f: &Finding| (f.confidence, specificity(f));
@@ -258,6 +268,7 @@ struct Rule {
     has_keywords: bool,
     allowlists: Vec<Allowlist>,
     low_confidence: Vec<Allowlist>,
+    strict_only: bool,
 }
 
 /// A compiled rule set. Build once and share: scanning takes `&self` and is thread-safe.
@@ -269,6 +280,8 @@ pub struct Rules {
     keyword_rule: Vec<usize>,
     /// Rules that run on every input (no keywords).
     always: Vec<usize>,
+    /// Strict-only rules without keywords: they run on every input in strict mode.
+    strict_always: Vec<usize>,
     global: Vec<Allowlist>,
     longest_keyword: usize,
 }
@@ -313,6 +326,7 @@ fn compile_allowlist(
         commits: raw.commits.clone(),
         target_rules: raw.target_rules.clone(),
         identifiers: raw.identifiers,
+        strict: raw.strict,
     })
 }
 
@@ -366,6 +380,7 @@ impl Rules {
         let mut patterns: Vec<String> = Vec::new();
         let mut keyword_rule = Vec::new();
         let mut always = Vec::new();
+        let mut strict_always = Vec::new();
         for raw in raw_rules {
             let id = raw.id.clone();
             let err = |key: &'static str, message: String| ScanError::Rule { rule: id.clone(), key, message };
@@ -394,7 +409,7 @@ impl Rules {
             let keywords: Vec<String> =
                 raw.keywords.iter().filter(|k| !k.is_empty()).map(|k| k.to_ascii_lowercase()).collect();
             if keywords.is_empty() {
-                always.push(idx);
+                if raw.strict_only { strict_always.push(idx) } else { always.push(idx) }
             }
             for k in &keywords {
                 patterns.push(k.clone());
@@ -409,6 +424,7 @@ impl Rules {
                 has_keywords: !keywords.is_empty(),
                 allowlists,
                 low_confidence,
+                strict_only: raw.strict_only,
             });
         }
         let global = raw_globals
@@ -429,7 +445,7 @@ impl Rules {
                     .map_err(|e| ScanError::Toml(format!("keywords: {e}")))?,
             )
         };
-        Ok(Rules { rules, keywords, keyword_rule, always, global, longest_keyword })
+        Ok(Rules { rules, keywords, keyword_rule, always, strict_always, global, longest_keyword })
     }
 
     /// Number of rules.
@@ -484,36 +500,17 @@ impl Rules {
         out
     }
 
-    /// Unsorted findings without line numbers, offsets relative to `data`.
+    /// Unsorted findings without line numbers, offsets relative to `data`: the rules on `data`
+    /// and on what its encoded segments decode to ([`super::layered`]).
     pub(crate) fn scan_into(&self, data: &[u8], ctx: Context<'_>, out: &mut Vec<Finding>) {
-        let first = out.len();
-        self.scan_layer(data, ctx, out);
-        // What the rules find in encoded text is reported at the encoded segment.
-        self.scan_decoded(data, ctx, out, 1);
-        drop_redundant(out, first);
+        super::layered::scan_into(Some(self), None, ctx, false, data, out);
     }
 
-    /// Findings in the text that `data`'s encoded segments decode to (layer `depth`), with the
-    /// span of the outermost segment.
-    fn scan_decoded(&self, data: &[u8], ctx: Context<'_>, out: &mut Vec<Finding>, depth: usize) {
-        if depth > super::decode::MAX_DEPTH {
-            return;
-        }
-        for seg in super::decode::segments(data) {
-            let mut inner = Vec::new();
-            self.scan_layer(&seg.text, ctx, &mut inner);
-            self.scan_decoded(&seg.text, ctx, &mut inner, depth + 1);
-            for f in inner {
-                if !out.iter().any(|o| o.rule_id == f.rule_id && o.start == seg.start && o.end == seg.end) {
-                    out.push(Finding { start: seg.start, end: seg.end, ..f });
-                }
-            }
-        }
-    }
-
-    /// The rules on `data` itself (no decoding).
-    fn scan_layer(&self, data: &[u8], ctx: Context<'_>, out: &mut Vec<Finding>) {
-        let candidates = self.candidates(data);
+    /// The rules on `data` itself (no decoding). `strict`: also the strict-only rules, and what
+    /// allowlists and low-confidence tables excuse (but for tables marked `strict`) reported as
+    /// [`Confidence::Low`], which in strict mode means "found by strict mode alone".
+    pub(crate) fn scan_layer(&self, data: &[u8], ctx: Context<'_>, strict: bool, out: &mut Vec<Finding>) {
+        let candidates = self.candidates(data, strict);
         for &idx in &candidates {
             let rule = &self.rules[idx];
             if let Some(p) = &rule.path {
@@ -563,23 +560,21 @@ impl Rules {
                 let line_end =
                     data[whole.end()..].iter().position(|&b| b == b'\n').map_or(data.len(), |p| whole.end() + p);
                 let hit = Hit { secret: s, whole: whole.as_bytes(), line: &data[line_start..line_end] };
-                if rule.allowlists.iter().any(|a| a.allows(&hit, ctx)) {
-                    continue;
-                }
-                if self
-                    .global
-                    .iter()
-                    .any(|a| (a.target_rules.is_empty() || a.target_rules.contains(&rule.id)) && a.allows(&hit, ctx))
-                {
-                    continue;
-                }
-                let confidence = if rule.low_confidence.iter().any(|a| a.allows(&hit, ctx)) {
-                    if !ctx.low_confidence {
-                        continue;
-                    }
-                    Confidence::Low
-                } else {
-                    Confidence::High
+                let allowed = rule.allowlists.iter().any(|a| a.allows(&hit, ctx))
+                    || self.global.iter().any(|a| {
+                        (a.target_rules.is_empty() || a.target_rules.contains(&rule.id)) && a.allows(&hit, ctx)
+                    });
+                let low = rule.low_confidence.iter().filter(|a| a.allows(&hit, ctx)).map(|a| a.strict).max();
+                let confidence = match (strict, allowed, low) {
+                    // Strict mode reads the shape: what an allowlist or a low-confidence table
+                    // excuses is still found, as strict's own finding; only tables that say
+                    // nothing about the shape (`strict = true`) still excuse.
+                    (true, _, Some(true)) => continue,
+                    (true, true, _) | (true, false, Some(false)) => Confidence::Low,
+                    (false, true, _) => continue,
+                    (false, false, Some(_)) if !ctx.low_confidence => continue,
+                    (false, false, Some(_)) => Confidence::Low,
+                    (_, false, None) => Confidence::High,
                 };
                 out.push(Finding {
                     rule_id: rule.id.clone(),
@@ -595,10 +590,10 @@ impl Rules {
     }
 
     /// Indices of the rules whose keywords occur in `data` (plus keyword-less rules), in
-    /// rule order.
-    fn candidates(&self, data: &[u8]) -> Vec<usize> {
+    /// rule order; strict-only rules only when `strict`.
+    fn candidates(&self, data: &[u8], strict: bool) -> Vec<usize> {
         let mut hit = vec![false; self.rules.len()];
-        for &i in &self.always {
+        for &i in self.always.iter().chain(if strict { &self.strict_always[..] } else { &[] }) {
             hit[i] = true;
         }
         if let Some(ac) = &self.keywords {
@@ -614,7 +609,10 @@ impl Rules {
                 }
             }
         }
-        hit.iter().enumerate().filter_map(|(i, &h)| h.then_some(i)).collect()
+        hit.iter()
+            .enumerate()
+            .filter_map(|(i, &h)| (h && (strict || !self.rules[i].strict_only)).then_some(i))
+            .collect()
     }
 }
 

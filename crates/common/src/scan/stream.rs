@@ -8,7 +8,7 @@
 //! no longer than `step` the findings equal a scan of the whole input.
 
 use super::rules::Context;
-use super::{Finding, KnownSecrets, Rules, assign_lines};
+use super::{Finding, KnownSecrets, Mode, Rules, assign_lines};
 
 /// Default window step.
 pub const DEFAULT_STEP: usize = 256 * 1024;
@@ -29,6 +29,8 @@ pub struct StreamScanner<'a> {
     total: usize,
     /// Next window to scan.
     window: usize,
+    /// Strict mode (egress routes that should carry no credential at all).
+    strict: bool,
 }
 
 impl<'a> StreamScanner<'a> {
@@ -42,7 +44,24 @@ impl<'a> StreamScanner<'a> {
     pub fn with_window(rules: Option<&'a Rules>, known: Option<&'a KnownSecrets>, step: usize, overlap: usize) -> Self {
         let overlap = overlap.max(known.map_or(0, |k| k.longest() + 1)).max(1);
         let step = step.max(overlap);
-        StreamScanner { rules, known, step, overlap, buf: Vec::new(), base: 0, lines_before: 0, total: 0, window: 0 }
+        StreamScanner {
+            rules,
+            known,
+            step,
+            overlap,
+            buf: Vec::new(),
+            base: 0,
+            lines_before: 0,
+            total: 0,
+            window: 0,
+            strict: false,
+        }
+    }
+
+    /// Reads in `mode` (standard unless set; see [`super::scan_outbound`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.strict = mode == Mode::Strict;
+        self
     }
 
     fn window_end(&self) -> usize {
@@ -99,15 +118,11 @@ impl<'a> StreamScanner<'a> {
         found
     }
 
-    /// Rules and known secrets over `data`, which starts at stream offset `offset`.
+    /// Rules and known secrets over `data` and its encoded layers; `data` starts at stream
+    /// offset `offset`.
     fn scan_slice(&self, data: &[u8], offset: usize) -> Vec<Finding> {
         let mut found = Vec::new();
-        if let Some(r) = self.rules {
-            r.scan_into(data, Context::default(), &mut found);
-        }
-        if let Some(k) = self.known {
-            k.scan_into(data, &mut found);
-        }
+        super::layered::scan_into(self.rules, self.known, Context::default(), self.strict, data, &mut found);
         for f in &mut found {
             f.start += offset;
             f.end += offset;

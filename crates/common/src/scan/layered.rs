@@ -1,0 +1,104 @@
+//! One scan of a buffer and of every layer of encoding inside it: the rules, the held secrets
+//! and (strict mode) payment data run on the bytes as they are, then on what each encoded
+//! segment decodes to ([`super::decode`]), and on what that decodes to, to
+//! [`super::decode::MAX_DEPTH`] layers; a finding inside a segment is reported at the outermost
+//! segment's place. The git gate reads this way with the rules alone ([`super::Rules::scan`]);
+//! egress DLP with the rules, the held secrets and a [`Mode`] ([`scan_outbound`]).
+
+use super::decode::{self, MAX_DEPTH};
+use super::rules::{Context, drop_redundant};
+use super::{Confidence, Finding, KnownSecrets, Rules, payment, redact};
+
+/// How strictly egress DLP reads what leaves (a route's `dlp.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// The rules as the git gate reads them: allowlists (documentation examples, placeholders)
+    /// and low-confidence tables excuse a match.
+    Standard,
+    /// Anything shaped like a credential: every rule's pattern whatever its allowlists say, the
+    /// strict-only rules, payment data that passes its checksum, and encoding nested deeper
+    /// than the scan decodes. A finding only strict mode makes is [`Confidence::Low`].
+    #[default]
+    Strict,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Standard => "standard",
+            Mode::Strict => "strict",
+        }
+    }
+}
+
+/// The rule id of encoding nested deeper than [`MAX_DEPTH`] layers (strict mode): the scan
+/// cannot see what it hides, and nothing legitimate is encoded four times over.
+pub const TOO_DEEP_ID: &str = "encoding-too-deep";
+
+/// What egress DLP finds in `data` with the given detectors, sorted by position. In strict
+/// mode the findings strict mode alone makes are [`Confidence::Low`]; in standard mode there are
+/// none of those.
+pub fn scan_outbound(rules: Option<&Rules>, known: Option<&KnownSecrets>, mode: Mode, data: &[u8]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    scan_into(rules, known, Context::default(), mode == Mode::Strict, data, &mut out);
+    out.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
+    out
+}
+
+/// Unsorted findings in `data` and its encoded layers, the weaker of overlapping ones dropped.
+pub(crate) fn scan_into(
+    rules: Option<&Rules>,
+    known: Option<&KnownSecrets>,
+    ctx: Context<'_>,
+    strict: bool,
+    data: &[u8],
+    out: &mut Vec<Finding>,
+) {
+    let first = out.len();
+    layer(rules, known, ctx, strict, data, out, 0);
+    drop_redundant(out, first);
+}
+
+/// `data` at encoding depth `depth` (0: as sent).
+fn layer(
+    rules: Option<&Rules>,
+    known: Option<&KnownSecrets>,
+    ctx: Context<'_>,
+    strict: bool,
+    data: &[u8],
+    out: &mut Vec<Finding>,
+    depth: usize,
+) {
+    if let Some(r) = rules {
+        r.scan_layer(data, ctx, strict, out);
+    }
+    if let Some(k) = known {
+        k.scan_into(data, out);
+    }
+    if strict {
+        payment::scan_into(data, out);
+    }
+    if depth == MAX_DEPTH {
+        if strict && !decode::segments(data).is_empty() {
+            // Reported over all of this layer: the caller maps it to its outermost segment.
+            out.push(Finding {
+                rule_id: TOO_DEEP_ID.to_string(),
+                start: 0,
+                end: data.len(),
+                line: 0,
+                secret_redacted: redact(data),
+                confidence: Confidence::Low,
+            });
+        }
+        return;
+    }
+    for seg in decode::segments(data) {
+        let mut inner = Vec::new();
+        layer(rules, known, ctx, strict, &seg.text, &mut inner, depth + 1);
+        for f in inner {
+            if !out.iter().any(|o| o.rule_id == f.rule_id && o.start == seg.start && o.end == seg.end) {
+                out.push(Finding { start: seg.start, end: seg.end, ..f });
+            }
+        }
+    }
+}
