@@ -1,13 +1,17 @@
-//! DLP for what leaves the bottle: finds known secrets (every token the proxy holds and the
-//! values of env vars under `BOT_BOTTLE_SENSITIVE_PREFIXES`) in raw, base64 (standard and
-//! URL-safe, any alignment), hex and percent-encoded form, plus the shared token patterns.
+//! DLP for what leaves the bottle, over `common::scan`: the known secrets (every token the proxy
+//! holds and the values of env vars under `BOT_BOTTLE_SENSITIVE_PREFIXES`) in any percent, hex
+//! or base64 form, any case, any mix, and the shared token patterns; both over the bytes and
+//! every layer of encoding in them, in the route's mode (`strict` or `standard`). Strict mode
+//! also reads a host name's labels for encoded data ([`Engine::scan_host`]).
 //!
 //! The proxy scans whole (decoded, bounded) request bodies at once, so a secret split across
 //! chunks is seen whole; WebSocket payloads go through one [`Engine::stream`] per connection.
 
+use std::sync::LazyLock;
+
 use common::Secret;
-use common::formats::routes::DlpDetector;
-use common::scan::{KnownSecrets, Rules, StreamScanner};
+use common::formats::routes::{DlpConfig, DlpDetector, DlpMode};
+use common::scan::{Confidence, Finding, KnownSecrets, Mode, Rules, StreamScanner, scan_outbound};
 
 /// One match, with byte offsets into the scanned data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +21,31 @@ pub(crate) struct Hit {
     pub(crate) end: usize,
     /// A redacted rendering for logs and the operator (never the value).
     pub(crate) redacted: String,
+    /// The least strict mode that finds it: `standard` (both modes would) or `strict`.
+    pub(crate) mode: Mode,
 }
+
+impl Hit {
+    fn from_finding(f: Finding) -> Hit {
+        // In a strict scan, a low-confidence finding is one strict mode alone makes.
+        let mode = if f.confidence == Confidence::Low { Mode::Strict } else { Mode::Standard };
+        Hit { rule_id: f.rule_id, start: f.start, end: f.end, redacted: f.secret_redacted, mode }
+    }
+}
+
+/// The scan mode of a route's `dlp.mode`.
+pub(crate) fn mode(m: DlpMode) -> Mode {
+    match m {
+        DlpMode::Strict => Mode::Strict,
+        DlpMode::Standard => Mode::Standard,
+    }
+}
+
+/// Everything, strictly: what the audit log and the client's 403 are cleaned with.
+pub(crate) static SANITIZE: LazyLock<DlpConfig> = LazyLock::new(DlpConfig::default);
+
+/// The rule id of a host label that reads as encoded data.
+pub(crate) const HOST_LABEL_ID: &str = "encoded-host-label";
 
 /// The shared scanning engine (`common::scan`) for one set of known secrets.
 pub(crate) struct Engine {
@@ -37,34 +65,96 @@ impl Engine {
         Engine { known: KnownSecrets::new(secrets.iter().cloned()), rules: Rules::builtin() }
     }
 
-    /// Every match of the selected detectors in `data`, sorted by position.
-    pub(crate) fn scan(&self, detectors: &[DlpDetector], data: &[u8]) -> Vec<Hit> {
-        let mut found = Vec::new();
-        if detectors.contains(&DlpDetector::KnownSecrets) {
-            found.extend(self.known.scan(data));
-        }
-        if detectors.contains(&DlpDetector::TokenPatterns) {
-            found.extend(self.rules.scan(data));
-        }
-        let mut hits: Vec<Hit> = found
-            .into_iter()
-            .map(|f| Hit { rule_id: f.rule_id, start: f.start, end: f.end, redacted: f.secret_redacted })
-            .collect();
-        hits.sort_by_key(|h| (h.start, h.end));
-        hits
+    /// Every match of the route's detectors in `data` (and in every layer of encoding in it),
+    /// in the route's mode, sorted by position.
+    pub(crate) fn scan(&self, cfg: &DlpConfig, data: &[u8]) -> Vec<Hit> {
+        let rules = cfg.outbound.contains(&DlpDetector::TokenPatterns).then_some(self.rules);
+        let known = cfg.outbound.contains(&DlpDetector::KnownSecrets).then_some(&self.known);
+        scan_outbound(rules, known, mode(cfg.mode), data).into_iter().map(Hit::from_finding).collect()
     }
 
-    /// A scanner for data that arrives in pieces (WebSocket frames) with the selected detectors:
-    /// 64 KiB windows with a 16 KiB overlap (a PEM key split anywhere is still seen), so it holds
-    /// at most 96 KiB whatever the stream's length.
-    pub(crate) fn stream(&self, detectors: &[DlpDetector]) -> StreamScanner<'_> {
+    /// Strict mode (with the token patterns on): the labels of `host` (as the agent wrote it)
+    /// that read as encoded data, with offsets into `host`.
+    pub(crate) fn scan_host(&self, cfg: &DlpConfig, host: &str) -> Vec<Hit> {
+        if cfg.mode != DlpMode::Strict || !cfg.outbound.contains(&DlpDetector::TokenPatterns) {
+            return Vec::new();
+        }
+        encoded_labels(host)
+            .into_iter()
+            .map(|(start, end)| Hit {
+                rule_id: HOST_LABEL_ID.to_string(),
+                start,
+                end,
+                redacted: common::scan::redact(&host.as_bytes()[start..end]),
+                mode: Mode::Strict,
+            })
+            .collect()
+    }
+
+    /// A scanner for data that arrives in pieces (WebSocket frames) with the route's detectors
+    /// and mode: 64 KiB windows with a 16 KiB overlap (a PEM key split anywhere is still seen),
+    /// so it holds at most 96 KiB whatever the stream's length.
+    pub(crate) fn stream(&self, cfg: &DlpConfig) -> StreamScanner<'_> {
         StreamScanner::with_window(
-            detectors.contains(&DlpDetector::TokenPatterns).then_some(self.rules),
-            detectors.contains(&DlpDetector::KnownSecrets).then_some(&self.known),
+            cfg.outbound.contains(&DlpDetector::TokenPatterns).then_some(self.rules),
+            cfg.outbound.contains(&DlpDetector::KnownSecrets).then_some(&self.known),
             64 * 1024,
             16 * 1024,
         )
+        .mode(mode(cfg.mode))
     }
+}
+
+/// Spans of `host`'s labels that read as encoded data (the agent chooses the labels a wildcard
+/// route covers, and DNS and SNI carry them out): a label of 16 or more letters and digits, with
+/// both, that does not read like a name (base32, base64, hex); and runs of consecutive all-hex
+/// labels of 4 or more digits each whose 12 or more digits together decode to text, or are 32 or
+/// more (16 bytes of key material). The last two labels (the domain a route names) are left out.
+fn encoded_labels(host: &str) -> Vec<(usize, usize)> {
+    let mut labels: Vec<(usize, &str)> = Vec::new();
+    let mut at = 0;
+    for l in host.split('.') {
+        labels.push((at, l));
+        at += l.len() + 1;
+    }
+    labels.truncate(labels.len().saturating_sub(2));
+    let mut out = Vec::new();
+    for &(start, l) in &labels {
+        let b = l.as_bytes();
+        if b.len() >= 16
+            && b.iter().all(u8::is_ascii_alphanumeric)
+            && b.iter().any(u8::is_ascii_digit)
+            && b.iter().any(u8::is_ascii_alphabetic)
+            && !common::scan::reads_like_identifier(b)
+        {
+            out.push((start, start + l.len()));
+        }
+    }
+    let is_hex = |l: &str| l.len() >= 4 && l.bytes().all(|c| c.is_ascii_hexdigit());
+    let mut i = 0;
+    while i < labels.len() {
+        let mut j = i;
+        while j < labels.len() && is_hex(labels[j].1) {
+            j += 1;
+        }
+        if j > i {
+            let digits: String = labels[i..j].iter().map(|(_, l)| *l).collect();
+            let mixed = digits.bytes().any(|c| c.is_ascii_digit()) && digits.bytes().any(|c| c.is_ascii_alphabetic());
+            let text = hex::decode(&digits[..digits.len() & !1])
+                .ok()
+                .filter(|t| t.len() >= 6 && t.iter().all(|&c| (0x20..0x7f).contains(&c)));
+            if mixed && digits.len() >= 12 && (text.is_some() || digits.len() >= 32) {
+                let (start, last) = (labels[i].0, labels[j - 1]);
+                out.push((start, last.0 + last.1.len()));
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Replaces every hit span in `data` with `with` (overlapping spans merged).
@@ -92,14 +182,25 @@ mod tests {
     use super::*;
 
     const T: &str = "tok-3f9a8b7c6d5e4f3a2b1c";
-    const BOTH: &[DlpDetector] = &[DlpDetector::KnownSecrets, DlpDetector::TokenPatterns];
+
+    fn cfg(detectors: &[DlpDetector], mode: DlpMode) -> DlpConfig {
+        DlpConfig { outbound: detectors.to_vec(), mode, ..DlpConfig::default() }
+    }
+
+    fn both() -> DlpConfig {
+        cfg(&[DlpDetector::KnownSecrets, DlpDetector::TokenPatterns], DlpMode::Strict)
+    }
+
+    fn known_only() -> DlpConfig {
+        cfg(&[DlpDetector::KnownSecrets], DlpMode::Strict)
+    }
 
     fn engine() -> Engine {
         Engine::new(&[Secret::new(T), Secret::new("short")])
     }
 
     fn found(data: &[u8]) -> bool {
-        engine().scan(&[DlpDetector::KnownSecrets], data).iter().any(|h| h.rule_id == "known-secret")
+        engine().scan(&known_only(), data).iter().any(|h| h.rule_id == "known-secret")
     }
 
     #[test]
@@ -115,26 +216,26 @@ mod tests {
             assert!(found(URL_SAFE.encode(&data).as_bytes()), "url {prefix:?}");
         }
         assert!(!found(b"nothing to see here"));
-        assert!(engine().scan(BOTH, b"short").iter().all(|h| h.rule_id != "known-secret"), "short secrets ignored");
+        assert!(engine().scan(&both(), b"short").iter().all(|h| h.rule_id != "known-secret"), "short secrets ignored");
     }
 
     #[test]
     fn percent_form() {
         let e = Engine::new(&[Secret::new("p@ss/word+123")]);
-        assert!(!e.scan(&[DlpDetector::KnownSecrets], b"?q=p%40ss%2Fword%2B123").is_empty());
-        assert!(!e.scan(&[DlpDetector::KnownSecrets], b"?q=p%40ss%2fword%2b123").is_empty());
+        assert!(!e.scan(&known_only(), b"?q=p%40ss%2Fword%2B123").is_empty());
+        assert!(!e.scan(&known_only(), b"?q=p%40ss%2fword%2b123").is_empty());
     }
 
     #[test]
     fn redaction_replaces_and_merges() {
         let data = format!("a {T} b {T}");
-        let hits = engine().scan(BOTH, data.as_bytes());
+        let hits = engine().scan(&both(), data.as_bytes());
         assert!(!hits.is_empty());
         let out = redact(data.as_bytes(), &hits, b"[REDACTED]");
         assert_eq!(String::from_utf8(out).unwrap(), "a [REDACTED] b [REDACTED]");
         let overlapping = [
-            Hit { rule_id: "x".into(), start: 0, end: 4, redacted: String::new() },
-            Hit { rule_id: "y".into(), start: 2, end: 6, redacted: String::new() },
+            Hit { rule_id: "x".into(), start: 0, end: 4, redacted: String::new(), mode: Mode::Standard },
+            Hit { rule_id: "y".into(), start: 2, end: 6, redacted: String::new(), mode: Mode::Standard },
         ];
         assert_eq!(redact(b"0123456789", &overlapping, b"#"), b"#6789");
     }
@@ -144,14 +245,73 @@ mod tests {
         // Built at run time so the repository itself holds no credential-shaped text.
         let gh = format!("token={}_{}", "ghp", "0123456789abcdefghijABCDEFGHIJ012345");
         let gh = gh.as_bytes();
-        let hits = engine().scan(&[DlpDetector::TokenPatterns], gh);
+        let hits = engine().scan(&cfg(&[DlpDetector::TokenPatterns], DlpMode::Standard), gh);
         assert!(!hits.is_empty(), "a GitHub token shape is a shared rule");
-        assert!(engine().scan(&[DlpDetector::KnownSecrets], gh).is_empty());
+        assert!(engine().scan(&known_only(), gh).is_empty());
     }
 
     #[test]
     fn previews_never_hold_the_value() {
-        let hits = engine().scan(BOTH, T.as_bytes());
+        let hits = engine().scan(&both(), T.as_bytes());
         assert!(hits.iter().all(|h| !h.redacted.contains(T)));
+    }
+
+    #[test]
+    fn strict_mode_reads_shapes_standard_excuses_examples() {
+        // The AWS documentation's example key: allowlisted by the rules, a credential's shape.
+        let example = ["AKIA", "IOSFODNN7", "EXAMPLE"].concat();
+        let data = format!("key={example}");
+        let patterns = |mode| cfg(&[DlpDetector::TokenPatterns], mode);
+        assert!(engine().scan(&patterns(DlpMode::Standard), data.as_bytes()).is_empty());
+        let strict = engine().scan(&patterns(DlpMode::Strict), data.as_bytes());
+        assert_eq!(
+            strict.iter().map(|h| (h.rule_id.as_str(), h.mode)).collect::<Vec<_>>(),
+            [("aws-access-token", Mode::Strict)]
+        );
+        // A live-shaped token is found by both, and reported as standard's.
+        let pat = format!("t={}_{}", "ghp", "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0LzXcVb");
+        let hits = engine().scan(&patterns(DlpMode::Strict), pat.as_bytes());
+        assert_eq!(
+            hits.iter().map(|h| (h.rule_id.as_str(), h.mode)).collect::<Vec<_>>(),
+            [("github-pat", Mode::Standard)]
+        );
+        // Card numbers that pass Luhn: strict only.
+        let card = format!("{{\"card\":\"{}\"}}", ["4111", "1111", "1111", "1111"].concat());
+        assert!(engine().scan(&patterns(DlpMode::Standard), card.as_bytes()).is_empty());
+        assert_eq!(engine().scan(&patterns(DlpMode::Strict), card.as_bytes())[0].rule_id, "payment-card-number");
+    }
+
+    #[test]
+    fn host_labels_that_read_as_encoded_data() {
+        let flagged = [
+            ("7365637265745f6170695f6b65795f3132333435.exfil.evil.test", "7365637265745f6170695f6b65795f3132333435"),
+            ("JBSWY3DPEHPK3PXP.exfil.evil.test", "JBSWY3DPEHPK3PXP"),
+            ("c2VjcmV0X3Rva2VuXzEyMzQ1Njc4OTA.exfil.evil.test", "c2VjcmV0X3Rva2VuXzEyMzQ1Njc4OTA"),
+            ("4150494b4559.313233343536.b32.x.evil.test", "4150494b4559.313233343536"),
+            ("4a6f686e446f65.53656372657431.exfil.evil.test", "4a6f686e446f65.53656372657431"),
+            ("a1b2c3d4.e5f6a7b8.c9d0e1f2.a3b4c5d6.exfil.evil.test", "a1b2c3d4.e5f6a7b8.c9d0e1f2.a3b4c5d6"),
+        ];
+        for (host, label) in flagged {
+            let spans = encoded_labels(host);
+            assert!(spans.iter().any(|&(s, e)| &host[s..e] == label), "{host}: {spans:?}");
+        }
+        for host in [
+            "api.github.com",
+            "cdnjs.cloudflare.com",
+            "d111111abcdef8.cloudfront.net",
+            "mystorage2024backup.blob.core.windows.net",
+            "s3-us-west-2.amazonaws.com",
+            "xn--80ak6aa92e.xn--p1ai",
+            "deadbeef.cafe.example.com",
+            "ghp-xxxx.yyyyzzzz.aaaabbbb.evil.test",
+            "0123456789abcdef0123.test",
+        ] {
+            assert!(encoded_labels(host).is_empty(), "{host}: {:?}", encoded_labels(host));
+        }
+        let e = engine();
+        assert!(
+            e.scan_host(&cfg(&[DlpDetector::TokenPatterns], DlpMode::Standard), "JBSWY3DPEHPK3PXP.a.test").is_empty()
+        );
+        assert_eq!(e.scan_host(&both(), "JBSWY3DPEHPK3PXP.a.test")[0].mode, Mode::Strict);
     }
 }

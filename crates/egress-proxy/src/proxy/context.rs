@@ -2,7 +2,6 @@
 //! host, method and path once, instead of every audit and deny call taking all four. Anything a
 //! client sent is passed through DLP redaction before it reaches a log line or a 403 body.
 
-use common::formats::routes::DlpDetector;
 use http::{Response, StatusCode};
 
 use super::{Live, Proxy, forbidden};
@@ -64,7 +63,7 @@ impl<'a> Ctx<'a> {
 
 /// Redacts anything DLP would flag before a client-supplied string goes to the audit log.
 pub(super) fn sanitize(live: &Live, s: &str) -> String {
-    let hits = live.dlp.scan(&[DlpDetector::KnownSecrets, DlpDetector::TokenPatterns], s.as_bytes());
+    let hits = live.dlp.scan(&dlp::SANITIZE, s.as_bytes());
     if hits.is_empty() {
         s.to_string()
     } else {

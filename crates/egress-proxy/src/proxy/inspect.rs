@@ -1,10 +1,12 @@
-//! The DLP step: what a request carries (URL, header values, the whole body — held, bounded,
-//! decoded) scanned by the route's detectors, each finding kept with where it was found.
+//! The DLP step: everything a request carries — host, path and query, method, every header's
+//! name and value (the `Upgrade` and `Connection` values of an upgrade too), the whole body
+//! (held, bounded, decoded) — read by the route's detectors in the route's mode, through every
+//! layer of encoding, each finding kept with where it was found.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::formats::routes::DlpDetector;
+use common::formats::routes::DlpConfig;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Response, StatusCode};
@@ -24,100 +26,134 @@ const SCAN_INLINE_MAX: usize = 64 * 1024;
 /// What DLP found in one request, by location.
 #[derive(Debug, Default)]
 pub(super) struct Inspection {
-    /// Offsets into the path and query (a hit in the host ends at 0).
+    /// Offsets into the path and query.
     pub(super) url: Vec<Hit>,
     /// Header name, which of its values (by position), and the hits in that value.
     pub(super) headers: Vec<(HeaderName, usize, Vec<Hit>)>,
     /// Offsets into the decoded body.
     pub(super) body: Vec<Hit>,
+    /// Findings where nothing can be replaced (the host, the method, a header's name, the
+    /// `Upgrade` and `Connection` values of an upgrade), with where they were.
+    pub(super) fixed: Vec<(String, Hit)>,
 }
 
 impl Inspection {
     pub(super) fn is_clean(&self) -> bool {
-        self.url.is_empty() && self.headers.is_empty() && self.body.is_empty()
+        self.url.is_empty() && self.headers.is_empty() && self.body.is_empty() && self.fixed.is_empty()
     }
 
-    /// A summary without values: `rule in url; rule in header x-foo; rule in body`.
+    /// Every finding with where it was: `url`, `header x-foo`, `body`, `method`...
+    fn located(&self) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, &Hit)> {
+        let url = self.url.iter().map(|h| ("url".into(), h));
+        let headers = self
+            .headers
+            .iter()
+            .flat_map(|(name, _, hits)| hits.iter().map(move |h| (format!("header {name}").into(), h)));
+        let body = self.body.iter().map(|h| ("body".into(), h));
+        let fixed = self.fixed.iter().map(|(loc, h)| (loc.as_str().into(), h));
+        fixed.chain(url).chain(headers).chain(body)
+    }
+
+    /// A summary without values, each finding with the mode that decided it:
+    /// `rule in url (standard); rule in header x-foo (strict); rule in body (standard)`.
     pub(super) fn summary(&self) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        for h in &self.url {
-            parts.push(format!("{} in url", h.rule_id));
-        }
-        for (name, _, hits) in &self.headers {
-            for h in hits {
-                parts.push(format!("{} in header {name}", h.rule_id));
-            }
-        }
-        for h in &self.body {
-            parts.push(format!("{} in body", h.rule_id));
-        }
+        let mut parts: Vec<String> =
+            self.located().map(|(loc, h)| format!("{} in {loc} ({})", h.rule_id, h.mode.as_str())).collect();
         parts.dedup();
         parts.join("; ")
     }
 
-    /// The findings for a supervise request: rule, location, redacted preview.
+    /// The findings for a supervise request: rule, location, mode, redacted preview.
     pub(super) fn findings_json(&self) -> serde_json::Value {
-        let mut out = Vec::new();
-        let mut push = |loc: String, h: &Hit| {
-            out.push(serde_json::json!({"rule_id": h.rule_id, "location": loc, "secret_redacted": h.redacted}));
-        };
-        for h in &self.url {
-            push("url".into(), h);
-        }
-        for (name, _, hits) in &self.headers {
-            for h in hits {
-                push(format!("header {name}"), h);
-            }
-        }
-        for h in &self.body {
-            push("body".into(), h);
-        }
-        serde_json::Value::Array(out)
+        self.located()
+            .map(|(loc, h)| {
+                serde_json::json!({"rule_id": h.rule_id, "location": loc, "mode": h.mode.as_str(), "secret_redacted": h.redacted})
+            })
+            .collect()
     }
 }
 
-/// Scans the host, path and query and every header value with one pass (joined by newlines: no
-/// rule or known secret spans a newline) and maps each hit back to its segment.
-pub(super) fn scan_head(
-    live: &Live,
-    detectors: &[DlpDetector],
-    host: &str,
-    pq: &PathAndQuery,
-    headers: &HeaderMap,
-    insp: &mut Inspection,
-) {
-    let mut head_text = Vec::with_capacity(256);
-    head_text.extend_from_slice(host.as_bytes());
-    head_text.extend_from_slice(pq.as_str().as_bytes());
-    for (_, value) in headers.iter() {
-        head_text.push(b'\n');
-        head_text.extend_from_slice(value.as_bytes());
+/// What a request's head is, as DLP reads it.
+pub(super) struct Head<'a> {
+    /// The host as the agent wrote it (case kept).
+    pub(super) host: &'a str,
+    pub(super) method: &'a str,
+    pub(super) pq: &'a PathAndQuery,
+    /// The headers that go upstream.
+    pub(super) headers: &'a HeaderMap,
+    /// The `Upgrade` and `Connection` values a WebSocket upgrade puts back before forwarding.
+    pub(super) upgrade: [Option<&'a HeaderValue>; 2],
+}
+
+/// Where a stretch of the scanned head text came from.
+#[derive(Clone, Copy)]
+enum Part {
+    /// Host, path and query, one line.
+    Url,
+    Method,
+    Name(usize),
+    Value(usize),
+    Upgrade(&'static str),
+}
+
+/// Scans the request head as one text (`host+path?query`, the method, every header as
+/// `name: value`, the upgrade values; one per line, and no rule or known secret spans a line)
+/// and maps each hit back to where it was.
+pub(super) fn scan_head(live: &Live, cfg: &DlpConfig, head: &Head<'_>, insp: &mut Inspection) {
+    let mut text = Vec::with_capacity(512);
+    let mut parts: Vec<(usize, usize, Part)> = Vec::with_capacity(2 * head.headers.len() + 4);
+    fn push(text: &mut Vec<u8>, parts: &mut Vec<(usize, usize, Part)>, bytes: &[&[u8]], part: Part) {
+        let start = text.len();
+        for b in bytes {
+            text.extend_from_slice(b);
+        }
+        parts.push((start, text.len(), part));
     }
-    let hits = live.dlp.scan(detectors, &head_text);
+    push(&mut text, &mut parts, &[head.host.as_bytes(), head.pq.as_str().as_bytes()], Part::Url);
+    text.push(b'\n');
+    push(&mut text, &mut parts, &[head.method.as_bytes()], Part::Method);
+    for (i, (name, value)) in head.headers.iter().enumerate() {
+        text.push(b'\n');
+        push(&mut text, &mut parts, &[name.as_str().as_bytes()], Part::Name(i));
+        text.extend_from_slice(b": ");
+        push(&mut text, &mut parts, &[value.as_bytes()], Part::Value(i));
+    }
+    for (name, value) in ["upgrade", "connection"].into_iter().zip(head.upgrade) {
+        if let Some(v) = value {
+            text.push(b'\n');
+            text.extend_from_slice(name.as_bytes());
+            text.extend_from_slice(b": ");
+            push(&mut text, &mut parts, &[v.as_bytes()], Part::Upgrade(name));
+        }
+    }
+    let mut hits = live.dlp.scan(cfg, &text);
+    hits.extend(live.dlp.scan_host(cfg, head.host));
     if hits.is_empty() {
         return;
     }
-    // (start, end) of the URL and of each header value in `head_text`.
-    let mut segments: Vec<(usize, usize)> = vec![(0, host.len() + pq.as_str().len())];
-    for (_, value) in headers.iter() {
-        let start = segments.last().map_or(0, |s| s.1) + 1;
-        segments.push((start, start + value.len()));
-    }
-    let names: Vec<(&HeaderName, &HeaderValue)> = headers.iter().collect();
+    let names: Vec<(&HeaderName, &HeaderValue)> = head.headers.iter().collect();
     let mut per_header: Vec<Vec<Hit>> = vec![Vec::new(); names.len()];
+    let host_len = head.host.len();
     for mut h in hits {
-        let seg = segments.partition_point(|&(start, _)| start <= h.start).saturating_sub(1);
-        let (start, end) = segments[seg];
-        h.end = h.end.min(end);
-        if seg == 0 {
-            // Offsets relative to `pq`; a hit in the host ends up at or near 0.
-            h.start = h.start.saturating_sub(host.len());
-            h.end = h.end.saturating_sub(host.len());
-            insp.url.push(h);
-        } else {
-            h.start -= start;
-            h.end -= start;
-            per_header[seg - 1].push(h);
+        // The part a hit starts in (a hit in the gap after a name, `: `, is the name's).
+        let k = parts.partition_point(|&(start, _, _)| start <= h.start).saturating_sub(1);
+        let (start, end, part) = parts[k];
+        h.end = h.end.min(end).max(h.start);
+        match part {
+            Part::Url if h.start < host_len => insp.fixed.push(("host".into(), h)),
+            Part::Url => {
+                h.start -= host_len;
+                h.end -= host_len;
+                insp.url.push(h);
+            }
+            Part::Method => insp.fixed.push(("method".into(), h)),
+            Part::Name(i) => insp.fixed.push((format!("header name {}", names[i].0), h)),
+            Part::Upgrade(name) => insp.fixed.push((format!("header {name}"), h)),
+            Part::Value(i) => {
+                h.start = h.start.saturating_sub(start);
+                h.end = h.end.saturating_sub(start);
+                per_header[i].push(h);
+            }
         }
     }
     for (i, hits) in per_header.into_iter().enumerate() {
@@ -125,7 +161,7 @@ pub(super) fn scan_head(
             continue;
         }
         let (name, value) = names[i];
-        let idx = headers.get_all(name).iter().position(|v| v == value).unwrap_or(0);
+        let idx = head.headers.get_all(name).iter().position(|v| v == value).unwrap_or(0);
         insp.headers.push((name.clone(), idx, hits));
     }
 }
@@ -144,7 +180,7 @@ pub(super) struct HeldBody {
 pub(super) async fn hold_body(
     ctx: Ctx<'_>,
     live: &Arc<Live>,
-    detectors: &[DlpDetector],
+    cfg: &DlpConfig,
     headers: &HeaderMap,
     incoming: Incoming,
 ) -> Result<HeldBody, Response<ProxyBody>> {
@@ -192,11 +228,11 @@ pub(super) async fn hold_body(
     // An encoded body may inflate up to the body limit whatever its size on the wire.
     let offload = raw.len() > SCAN_INLINE_MAX || !encs.is_empty();
     let work = {
-        let (live, detectors, raw) = (live.clone(), detectors.to_vec(), raw.clone());
+        let (live, cfg, raw) = (live.clone(), cfg.clone(), raw.clone());
         move || -> Result<(Option<Vec<u8>>, Vec<Hit>), String> {
             let plain =
                 if encs.is_empty() { None } else { Some(body::decode(&raw, &encs, max).map_err(|e| e.to_string())?) };
-            let hits = live.dlp.scan(&detectors, plain.as_deref().unwrap_or(&raw));
+            let hits = live.dlp.scan(&cfg, plain.as_deref().unwrap_or(&raw));
             Ok((plain, hits))
         }
     };

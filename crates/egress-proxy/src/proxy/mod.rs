@@ -112,7 +112,10 @@ pub(crate) struct Proxy {
 /// Where a request is going.
 #[derive(Debug, Clone)]
 struct Target {
+    /// Lowercase, IPv6 without brackets: what policy and the upstream connection use.
     host: String,
+    /// As the agent wrote it (case kept: DLP reads encoded data in host labels).
+    host_raw: String,
     port: u16,
     via: Via,
     sni: Option<String>,
@@ -124,7 +127,8 @@ struct Target {
 }
 
 impl Target {
-    fn new(host: String, port: u16, https: bool, via: Via, sni: Option<String>) -> Target {
+    fn new(host_raw: String, port: u16, https: bool, via: Via, sni: Option<String>) -> Target {
+        let host = host_raw.to_ascii_lowercase();
         // `host[:port]`, IPv6 in brackets, the port left out when it is the scheme's default.
         let (scheme, default_port) =
             if https { (http::uri::Scheme::HTTPS, 443) } else { (http::uri::Scheme::HTTP, 80) };
@@ -132,7 +136,7 @@ impl Target {
         let authority = if port == default_port { bracketed } else { format!("{bracketed}:{port}") };
         let host_header = HeaderValue::from_str(&authority).ok();
         let origin = http::uri::Authority::try_from(authority).map(|a| (scheme, a)).map_err(|e| e.to_string());
-        Target { host, port, via, sni, origin, host_header }
+        Target { host, host_raw, port, via, sni, origin, host_header }
     }
 }
 
@@ -252,6 +256,8 @@ impl Proxy {
                 Some((h, Some(p))) => (h, p),
                 _ => return Ctx::new(&self, &live, &auth, "CONNECT", "").deny("CONNECT target must be host:port"),
             };
+            // The same name with its case kept (for DLP).
+            let host_raw = req.uri().host().map_or_else(|| host.clone(), |h| unbracket(h).to_string());
             let facts =
                 RequestFacts { via: Via::Connect, host: &host, port, sni: None, authorities: &[], request: None };
             if let Decision::Deny(d) = decide(&live.routes, &facts) {
@@ -263,7 +269,7 @@ impl Proxy {
                     Ok(up) => {
                         let idle_timeout = proxy.limits.idle_timeout;
                         tokio::select! {
-                            () = proxy.tunnel(up, host, port) => {}
+                            () = proxy.tunnel(up, host, host_raw, port) => {}
                             () = idle(last, idle_timeout) => tracing::debug!("tunnel idle, closed"),
                         }
                     }
@@ -277,8 +283,8 @@ impl Proxy {
         match (uri.scheme_str(), uri.host()) {
             (Some("http"), Some(h)) if h.eq_ignore_ascii_case(MAGIC_HOST) => magic(&live, &req),
             (Some("http"), Some(h)) => {
-                let host = h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-                let target = Target::new(host, uri.port_u16().unwrap_or(80), false, Via::PlainHttp, None);
+                let target =
+                    Target::new(unbracket(h).to_string(), uri.port_u16().unwrap_or(80), false, Via::PlainHttp, None);
                 self.handle(Arc::new(target), req).await
             }
             (Some(s), _) => {
@@ -290,6 +296,11 @@ impl Proxy {
                 .deny("not a proxy request (expected CONNECT or an absolute http:// URI)"),
         }
     }
+}
+
+/// A host without the brackets of an IPv6 literal.
+fn unbracket(h: &str) -> &str {
+    h.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// The magic host's answers: `GET /health` and `GET /routes` (no token values in them).

@@ -66,7 +66,10 @@ impl Proxy {
         let mut out = Outgoing { parts, pq, body: body::empty() };
         let mut held = false;
         match route.dlp.config() {
-            Some(dlp_cfg) => match self.inspect_and_apply(ctx, &live, &target, dlp_cfg, &mut out, incoming).await {
+            Some(dlp_cfg) => match self
+                .inspect_and_apply(ctx, &live, &target, dlp_cfg, ws_headers.as_ref(), &mut out, incoming)
+                .await
+            {
                 Ok(h) => held = h,
                 Err(resp) => return resp,
             },
@@ -90,29 +93,38 @@ impl Proxy {
         }
         match (inbound_upgrade, ws_headers) {
             (Some(inbound), Some(ws_headers)) => {
-                let detectors = route.dlp.config().map(|c| c.outbound.clone());
-                self.clone().forward_websocket(ctx, &live, parts, ws_headers, inbound, detectors).await
+                let dlp_cfg = route.dlp.config().cloned();
+                self.clone().forward_websocket(ctx, &live, parts, ws_headers, inbound, dlp_cfg).await
             }
             _ => self.forward(ctx, Request::from_parts(parts, body)).await,
         }
     }
 
-    /// DLP over the URL, the headers and the whole body, and the verdict applied to `out`
-    /// (its body is then the held one). `Ok(true)` when the operator approved a held request;
-    /// an error is the response to send instead.
+    /// DLP over the head (host, path and query, method, every header and the upgrade values put
+    /// back for a WebSocket) and the whole body, and the verdict applied to `out` (its body is
+    /// then the held one). `Ok(true)` when the operator approved a held request; an error is the
+    /// response to send instead.
+    #[allow(clippy::too_many_arguments)] // the steps' inputs, each named
     async fn inspect_and_apply(
         &self,
         ctx: Ctx<'_>,
         live: &Arc<Live>,
         target: &Target,
         dlp_cfg: &DlpConfig,
+        ws_headers: Option<&WsHeaders>,
         out: &mut Outgoing,
         incoming: Incoming,
     ) -> Result<bool, Response<ProxyBody>> {
-        let detectors = &dlp_cfg.outbound;
         let mut insp = Inspection::default();
-        inspect::scan_head(live, detectors, &target.host, &out.pq, &out.parts.headers, &mut insp);
-        let held_body = inspect::hold_body(ctx, live, detectors, &out.parts.headers, incoming).await?;
+        let head = inspect::Head {
+            host: &target.host_raw,
+            method: ctx.method,
+            pq: &out.pq,
+            headers: &out.parts.headers,
+            upgrade: ws_headers.map_or([None, None], |(u, c)| [u.as_ref(), c.as_ref()]),
+        };
+        inspect::scan_head(live, dlp_cfg, &head, &mut insp);
+        let held_body = inspect::hold_body(ctx, live, dlp_cfg, &out.parts.headers, incoming).await?;
         insp.body = held_body.hits;
         let mut body_bytes = held_body.raw;
         let mut held = false;
@@ -204,7 +216,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         (upgrade, connection): WsHeaders,
         inbound: hyper::upgrade::OnUpgrade,
-        detectors: Option<Vec<common::formats::routes::DlpDetector>>,
+        dlp_cfg: Option<DlpConfig>,
     ) -> Response<ProxyBody> {
         if let Some(u) = upgrade {
             parts.headers.insert(header::UPGRADE, u);
@@ -236,7 +248,7 @@ impl Proxy {
                         let (a_read, mut a_write) = tokio::io::split(TokioIo::new(a));
                         let (mut b_read, b_write) = tokio::io::split(TokioIo::new(b));
                         let max = proxy.limits.max_body_bytes;
-                        let up = super::ws::client_to_upstream(a_read, b_write, &live.dlp, detectors.as_deref(), max);
+                        let up = super::ws::client_to_upstream(a_read, b_write, &live.dlp, dlp_cfg.as_ref(), max);
                         let down = tokio::io::copy(&mut b_read, &mut a_write);
                         tokio::select! {
                             r = up => match r {

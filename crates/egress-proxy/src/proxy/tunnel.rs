@@ -19,7 +19,14 @@ use crate::policy::{Deny, Via};
 
 impl Proxy {
     /// Serves what the client sends inside an allowed `CONNECT host:port`.
-    pub(super) async fn tunnel(self: Arc<Self>, up: hyper::upgrade::Upgraded, host: String, port: u16) {
+    /// `host` is lowercase; `host_raw` the same name as the agent wrote it.
+    pub(super) async fn tunnel(
+        self: Arc<Self>,
+        up: hyper::upgrade::Upgraded,
+        host: String,
+        host_raw: String,
+        port: u16,
+    ) {
         let live = self.live();
         let ctx = Ctx::new(&self, &live, &host, "CONNECT", "");
         let mut io = TokioIo::new(up);
@@ -57,10 +64,10 @@ impl Proxy {
                 Ok(Err(e)) => return tracing::debug!(%host, "TLS handshake with client: {e}"),
                 Err(_) => return tracing::debug!(%host, "TLS handshake with client timed out"),
             };
-            let target = Target::new(host.clone(), port, true, Via::Tls, sni);
+            let target = Target::new(host_raw, port, true, Via::Tls, sni);
             self.clone().serve_inner(TokioIo::new(tls), target).await;
         } else if port == 80 {
-            let target = Target::new(host.clone(), port, false, Via::PlainHttp, None);
+            let target = Target::new(host_raw, port, false, Via::PlainHttp, None);
             self.clone().serve_inner(TokioIo::new(io), target).await;
         } else {
             let reason = format!("non-TLS bytes in a CONNECT tunnel to {host}:{port}");

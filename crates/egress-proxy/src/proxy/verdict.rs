@@ -28,10 +28,10 @@ pub(super) fn verdict(insp: &Inspection, action: DlpAction, queue: bool) -> Verd
     let summary = insp.summary();
     match action {
         DlpAction::Block => Verdict::Block(format!("dlp: {summary}")),
-        // A finding in the host (it ends at offset 0 of the path) cannot be replaced: the
-        // request would go somewhere else.
-        DlpAction::Redact if insp.url.iter().any(|h| h.end == 0) => {
-            Verdict::Block(format!("dlp: {summary} (host cannot be redacted)"))
+        // A finding in the host, the method or a header name cannot be replaced: the request
+        // would be another request.
+        DlpAction::Redact if !insp.fixed.is_empty() => {
+            Verdict::Block(format!("dlp: {summary} (the {} cannot be redacted)", insp.fixed[0].0))
         }
         DlpAction::Redact => Verdict::Redact(format!("dlp: {summary}")),
         DlpAction::Supervise if !queue => Verdict::Block(format!("dlp: {summary} (supervise: no queue configured)")),
@@ -43,9 +43,10 @@ pub(super) fn verdict(insp: &Inspection, action: DlpAction, queue: bool) -> Verd
 mod tests {
     use super::*;
     use crate::dlp::Hit;
+    use common::scan::Mode;
 
     fn hit(rule: &str, start: usize, end: usize) -> Hit {
-        Hit { rule_id: rule.into(), start, end, redacted: "…".into() }
+        Hit { rule_id: rule.into(), start, end, redacted: "…".into(), mode: Mode::Standard }
     }
 
     fn found() -> Inspection {
@@ -53,6 +54,7 @@ mod tests {
             url: vec![hit("known-secret", 3, 20)],
             headers: vec![(http::HeaderName::from_static("x-leak"), 0, vec![hit("github-pat", 0, 40)])],
             body: vec![hit("known-secret", 5, 30), hit("known-secret", 50, 70)],
+            fixed: Vec::new(),
         }
     }
 
@@ -67,7 +69,8 @@ mod tests {
 
     #[test]
     fn each_action_with_and_without_a_queue() {
-        let summary = "known-secret in url; github-pat in header x-leak; known-secret in body";
+        let summary =
+            "known-secret in url (standard); github-pat in header x-leak (standard); known-secret in body (standard)";
         let insp = found();
         assert_eq!(verdict(&insp, DlpAction::Block, true), Verdict::Block(format!("dlp: {summary}")));
         assert_eq!(verdict(&insp, DlpAction::Redact, false), Verdict::Redact(format!("dlp: {summary}")));
@@ -79,14 +82,18 @@ mod tests {
     }
 
     #[test]
-    fn a_finding_in_the_host_cannot_be_redacted() {
-        let insp = Inspection { url: vec![hit("known-secret", 0, 0)], ..Inspection::default() };
-        assert_eq!(
-            verdict(&insp, DlpAction::Redact, true),
-            Verdict::Block("dlp: known-secret in url (host cannot be redacted)".into())
-        );
-        // Blocking and holding do not care where it was.
-        assert!(matches!(verdict(&insp, DlpAction::Block, true), Verdict::Block(_)));
-        assert!(matches!(verdict(&insp, DlpAction::Supervise, true), Verdict::Hold(_)));
+    fn a_finding_in_the_host_method_or_a_header_name_cannot_be_redacted() {
+        for place in ["host", "method", "header name x-leak", "header upgrade"] {
+            let mut h = hit("known-secret", 0, 8);
+            h.mode = Mode::Strict;
+            let insp = Inspection { fixed: vec![(place.into(), h)], ..Inspection::default() };
+            assert_eq!(
+                verdict(&insp, DlpAction::Redact, true),
+                Verdict::Block(format!("dlp: known-secret in {place} (strict) (the {place} cannot be redacted)"))
+            );
+            // Blocking and holding do not care where it was.
+            assert!(matches!(verdict(&insp, DlpAction::Block, true), Verdict::Block(_)));
+            assert!(matches!(verdict(&insp, DlpAction::Supervise, true), Verdict::Hold(_)));
+        }
     }
 }

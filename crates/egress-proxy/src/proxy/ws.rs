@@ -19,7 +19,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::dlp::Engine;
-use common::formats::routes::DlpDetector;
+use common::formats::routes::DlpConfig;
 use common::scan::Finding;
 
 /// Why the client → server direction stopped.
@@ -34,19 +34,20 @@ pub(crate) enum Stop {
 }
 
 /// Relays client frames to `upstream` until the client closes or a frame is refused. With
-/// `detectors`, every payload is DLP-scanned as part of one stream before its frame goes out.
+/// the route's DLP config, every payload is DLP-scanned as part of one stream before its frame
+/// goes out.
 pub(crate) async fn client_to_upstream<R, W>(
     mut client: R,
     mut upstream: W,
     engine: &Engine,
-    detectors: Option<&[DlpDetector]>,
+    dlp: Option<&DlpConfig>,
     max_frame: usize,
 ) -> std::io::Result<Stop>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut scanner = detectors.map(|d| engine.stream(d));
+    let mut scanner = dlp.map(|d| engine.stream(d));
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut payload: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
@@ -78,7 +79,7 @@ where
                 ));
                 break;
             }
-            if let (Some(scanner), Some(detectors)) = (scanner.as_mut(), detectors) {
+            if let (Some(scanner), Some(dlp)) = (scanner.as_mut(), dlp) {
                 let (payload_at, mask) = payload_offset(frame);
                 payload.clear();
                 payload.extend_from_slice(&frame[payload_at..]);
@@ -89,7 +90,7 @@ where
                 }
                 if frame[0] & 0x08 != 0 {
                     // A control frame: scanned alone, not part of the data stream.
-                    let mut alone = engine.stream(detectors);
+                    let mut alone = engine.stream(dlp);
                     found.extend(alone.feed(&payload));
                     found.extend(alone.finish());
                 } else {
@@ -167,9 +168,14 @@ fn payload_offset(buf: &[u8]) -> (usize, Option<[u8; 4]>) {
 mod tests {
     use super::*;
     use common::Secret;
+    use common::formats::routes::DlpDetector;
 
     const T: &str = "ws-secret-0123456789abcdef";
     const BOTH: &[DlpDetector] = &[DlpDetector::KnownSecrets, DlpDetector::TokenPatterns];
+
+    fn cfg(detectors: &[DlpDetector]) -> DlpConfig {
+        DlpConfig { outbound: detectors.to_vec(), ..DlpConfig::default() }
+    }
 
     /// A masked client frame with `opcode` (0 continuation, 1 text, 2 binary, 9 ping).
     fn frame_op(opcode: u8, payload: &[u8], mask: [u8; 4], fin: bool) -> Vec<u8> {
@@ -234,7 +240,8 @@ mod tests {
     async fn relay_with(reads: Vec<Vec<u8>>, detectors: &[DlpDetector]) -> (Stop, Vec<u8>) {
         let engine = Engine::new(&[Secret::new(T)]);
         let mut out = Vec::new();
-        let stop = client_to_upstream(Reads(reads.into()), &mut out, &engine, Some(detectors), 1 << 16).await.unwrap();
+        let stop =
+            client_to_upstream(Reads(reads.into()), &mut out, &engine, Some(&cfg(detectors)), 1 << 16).await.unwrap();
         (stop, out)
     }
 
@@ -318,8 +325,14 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode(format!("xy{T}z"));
         for (i, secret) in [T.to_string(), hex::encode(T), b64].into_iter().enumerate() {
             let data = format!("{}{secret}{}", "lorem ipsum ".repeat(40 * i + 3), " dolor".repeat(20));
-            // Where the finding ends (for base64, the characters the token alone determines).
-            let secret_end = Engine::new(&[Secret::new(T)]).scan(&[DlpDetector::KnownSecrets], data.as_bytes())[0].end;
+            // Where the first finding ends (for base64, the characters the token alone determines;
+            // the decoded run is also reported, ending later).
+            let secret_end = Engine::new(&[Secret::new(T)])
+                .scan(&cfg(&[DlpDetector::KnownSecrets]), data.as_bytes())
+                .iter()
+                .map(|h| h.end)
+                .min()
+                .unwrap();
             let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ i as u64;
             for round in 0..40 {
                 let mut cuts = Vec::new();

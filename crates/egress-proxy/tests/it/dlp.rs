@@ -24,7 +24,8 @@ fn routes(p: u16) -> String {
         {{"host":"api.test","port":{p},"auth":{{"token_env":"EGRESS_TOKEN_0"}}}},
         {{"host":"redact.test","port":{p},"dlp":{{"on_match":"redact"}}}},
         {{"host":"hold.test","port":{p},"dlp":{{"outbound":["known_secrets"],"on_match":"supervise"}}}},
-        {{"host":"other.test","port":{p},"dlp":false}}
+        {{"host":"other.test","port":{p},"dlp":false}},
+        {{"host":"std.test","port":{p},"dlp":{{"mode":"standard"}}}}
     ]}}"#
     )
 }
@@ -88,6 +89,43 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
     assert_eq!(curl(&proxy, &format!("{url}/fine"), &["-d", "nothing secret"]).await.0, 200);
     assert_eq!(curl(&proxy, &format!("https://other.test:{p}/x"), &["-d", &body]).await.0, 200);
     assert_eq!(up.count(), 2);
+}
+
+/// `strict` (the default) blocks what is shaped like a credential whatever the rules'
+/// allowlists excuse, and payment data; `standard` (the model provider's route) excuses
+/// documentation examples, placeholders and card numbers. Every finding says which mode decided.
+#[tokio::test]
+async fn strict_routes_block_credential_shapes_standard_routes_excuse_examples() {
+    let (up, proxy) = world(&[]).await;
+    let p = up.port();
+    let example = ["AKIA", "IOSFODNN7", "EXAMPLE"].concat();
+    let card = ["4111", "1111", "1111", "1111"].concat();
+    let iban = ["GB82", "WEST", "1234", "5698", "7654", "32"].concat();
+    let pat = format!("{}_{}", "ghp", "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0LzXcVb");
+    let cases = [
+        (format!("{{\"aws_key\":\"{example}\"}}"), "aws-access-token in body (strict)"),
+        (format!("{{\"card_number\":\"{card}\"}}"), "payment-card-number in body (strict)"),
+        (format!("iban={iban}"), "iban in body (strict)"),
+    ];
+    for (body, want) in &cases {
+        let (code, resp) = curl(&proxy, &format!("https://api.test:{p}/s"), &["--data-binary", body]).await;
+        assert_eq!(code, 403, "{body}: {resp}");
+        assert!(resp.contains(want), "{want:?} not in {resp:?}");
+        let (code, resp) = curl(&proxy, &format!("https://std.test:{p}/s"), &["--data-binary", body]).await;
+        assert_eq!((code, resp.as_str()), (200, "upstream ok"), "standard excuses {body}");
+    }
+    // A live-shaped token is blocked by both, and reported as standard's.
+    for host in ["api.test", "std.test"] {
+        let (code, resp) = curl(&proxy, &format!("https://{host}:{p}/t"), &["-d", &format!("t={pat}")]).await;
+        assert_eq!(code, 403, "{host}: {resp}");
+        assert!(resp.contains("github-pat in body (standard)"), "{resp}");
+    }
+    // A card number that fails Luhn is nothing.
+    let (code, _) = curl(&proxy, &format!("https://api.test:{p}/n"), &["-d", "order=4111111111111112"]).await;
+    assert_eq!(code, 200);
+    assert_eq!(up.count(), cases.len() + 1);
+    let audit = proxy.audit_text();
+    assert!(!audit.contains(&example) && !audit.contains(&card) && !audit.contains(&pat), "{audit}");
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 mod binary;
 mod dlp;
+mod encodings;
 mod internal;
 mod limits;
 mod plain_tunnel;
