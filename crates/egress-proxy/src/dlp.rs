@@ -65,6 +65,11 @@ impl Engine {
         Engine { known: KnownSecrets::new(secrets.iter().cloned()), rules: Rules::builtin() }
     }
 
+    /// The held secrets (what every response is cleaned of).
+    pub(crate) fn known(&self) -> &KnownSecrets {
+        &self.known
+    }
+
     /// Every match of the route's detectors in `data` (and in every layer of encoding in it),
     /// in the route's mode, sorted by position.
     pub(crate) fn scan(&self, cfg: &DlpConfig, data: &[u8]) -> Vec<Hit> {

@@ -24,6 +24,8 @@ pub struct KnownSecrets {
     ac: Option<AhoCorasick>,
     longest: usize,
     count: usize,
+    /// The needles lower-cased, indexed by their first byte (for [`KnownSecrets::pending`]).
+    by_first: Vec<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for KnownSecrets {
@@ -99,7 +101,27 @@ impl KnownSecrets {
                     .unwrap_or_else(|e| panic!("known secrets automaton: {e}")),
             )
         };
-        KnownSecrets { ac, longest, count }
+        let mut by_first = vec![Vec::new(); 256];
+        for n in &needles {
+            by_first[usize::from(n[0].to_ascii_lowercase())].push(n.to_ascii_lowercase());
+        }
+        KnownSecrets { ac, longest, count, by_first }
+    }
+
+    /// How many bytes at the end of `data` could be the start of a needle still arriving: the
+    /// longest suffix that is a proper prefix of one (ASCII case-insensitively). A stream that
+    /// must not pass on a secret in any piece (a response relayed to the agent) holds these back
+    /// until more data or the end shows what they are.
+    pub fn pending(&self, data: &[u8]) -> usize {
+        let from = data.len().saturating_sub(self.longest.saturating_sub(1));
+        for start in from..data.len() {
+            let tail = &data[start..];
+            let candidates = &self.by_first[usize::from(tail[0].to_ascii_lowercase())];
+            if candidates.iter().any(|n| n.len() > tail.len() && n[..tail.len()].eq_ignore_ascii_case(tail)) {
+                return tail.len();
+            }
+        }
+        0
     }
 
     /// True when no value was long enough to be searched for.
@@ -184,6 +206,21 @@ mod tests {
                 assert!(found_in(body.as_bytes()), "prefix {prefix:?}");
             }
         }
+    }
+
+    #[test]
+    fn pending_is_the_longest_tail_a_needle_could_start_with() {
+        let k = known();
+        let v = value();
+        assert_eq!(k.pending(b"nothing to hold\n\n"), 0, "no needle starts with a newline");
+        for cut in 1..v.len() {
+            let mut data = b"text ".to_vec();
+            data.extend_from_slice(&v.as_bytes()[..cut]);
+            assert!(k.pending(&data) >= cut, "{cut}");
+        }
+        assert_eq!(k.pending(format!("x {v}\n").as_bytes()), 0, "a whole needle is found, not held");
+        assert_eq!(k.pending(b""), 0);
+        assert_eq!(KnownSecrets::new([]).pending(b"abc"), 0);
     }
 
     #[test]

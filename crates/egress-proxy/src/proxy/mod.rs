@@ -18,6 +18,7 @@ mod context;
 mod inspect;
 mod io;
 mod request;
+mod respond;
 mod tunnel;
 mod verdict;
 mod ws;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::formats::routes::DlpConfig;
+use common::formats::routes::{DlpConfig, DlpDetector, DlpMode};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 
 use super::context::Ctx;
 use super::inspect::{self, Inspection};
+use super::respond;
 use super::verdict::{Verdict, verdict};
 use super::{Live, Proxy, Target, drain, strip_hop_by_hop, text, upstream_error};
 use crate::audit::Event;
@@ -94,9 +95,25 @@ impl Proxy {
         match (inbound_upgrade, ws_headers) {
             (Some(inbound), Some(ws_headers)) => {
                 let dlp_cfg = route.dlp.config().cloned();
-                self.clone().forward_websocket(ctx, &live, parts, ws_headers, inbound, dlp_cfg).await
+                let origin = respond::Origin {
+                    proxy: self.clone(),
+                    live: live.clone(),
+                    target: target.clone(),
+                    method: method.clone(),
+                    uri: uri.clone(),
+                };
+                self.clone().forward_websocket(ctx, origin, parts, ws_headers, inbound, dlp_cfg).await
             }
-            _ => self.forward(ctx, Request::from_parts(parts, body)).await,
+            _ => {
+                let origin = respond::Origin {
+                    proxy: self.clone(),
+                    live: live.clone(),
+                    target: target.clone(),
+                    method: method.clone(),
+                    uri: uri.clone(),
+                };
+                self.forward(ctx, origin, Request::from_parts(parts, body)).await
+            }
         }
     }
 
@@ -195,24 +212,25 @@ impl Proxy {
         }
     }
 
-    /// Sends the request through this thread's upstream pool.
-    async fn forward(&self, ctx: Ctx<'_>, out: Request<ProxyBody>) -> Response<ProxyBody> {
+    /// Sends the request through this thread's upstream pool; the response is cleaned of held
+    /// secrets on its way back.
+    async fn forward(&self, ctx: Ctx<'_>, origin: respond::Origin, out: Request<ProxyBody>) -> Response<ProxyBody> {
         match self.upstream.request(out).await {
             Ok(resp) => {
                 let (mut p, b) = resp.into_parts();
                 strip_hop_by_hop(&mut p.headers);
-                Response::from_parts(p, b)
+                respond::clean(origin, Response::from_parts(p, b))
             }
             Err(e) => failed(ctx, &e),
         }
     }
 
-    /// Sends the upgrade request and, on `101`, relays the two upgraded connections (client →
-    /// server scanned, [`super::ws`]).
+    /// Sends the upgrade request and, on `101`, relays the two upgraded connections ([`super::ws`]):
+    /// client → server with the route's DLP, server → client for the held secrets.
     async fn forward_websocket(
         self: Arc<Self>,
         ctx: Ctx<'_>,
-        live: &Arc<Live>,
+        origin: respond::Origin,
         mut parts: http::request::Parts,
         (upgrade, connection): WsHeaders,
         inbound: hyper::upgrade::OnUpgrade,
@@ -240,7 +258,7 @@ impl Proxy {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let upstream = hyper::upgrade::on(&mut resp);
                     let proxy = self.clone();
-                    let live = live.clone();
+                    let live = origin.live.clone();
                     let (host, m, p) = (ctx.host.to_string(), ctx.method.to_string(), ctx.path.to_string());
                     tokio::spawn(async move {
                         let (Ok(a), Ok(b)) = (inbound.await, upstream.await) else { return };
@@ -248,8 +266,23 @@ impl Proxy {
                         let (a_read, mut a_write) = tokio::io::split(TokioIo::new(a));
                         let (mut b_read, b_write) = tokio::io::split(TokioIo::new(b));
                         let max = proxy.limits.max_body_bytes;
-                        let up = super::ws::client_to_upstream(a_read, b_write, &live.dlp, dlp_cfg.as_ref(), max);
-                        let down = tokio::io::copy(&mut b_read, &mut a_write);
+                        let up = super::ws::relay(a_read, b_write, &live.dlp, dlp_cfg.as_ref(), max);
+                        // What comes back is read for the held secrets only (when there are any).
+                        let held = (!live.dlp.known().is_empty()).then(|| DlpConfig {
+                            outbound: vec![DlpDetector::KnownSecrets],
+                            mode: DlpMode::Standard,
+                            ..DlpConfig::default()
+                        });
+                        let down = async {
+                            match &held {
+                                Some(cfg) => {
+                                    super::ws::relay(&mut b_read, &mut a_write, &live.dlp, Some(cfg), max).await
+                                }
+                                None => {
+                                    tokio::io::copy(&mut b_read, &mut a_write).await.map(|_| super::ws::Stop::Closed)
+                                }
+                            }
+                        };
                         tokio::select! {
                             r = up => match r {
                                 Ok(super::ws::Stop::Finding(ids)) => {
@@ -259,12 +292,20 @@ impl Proxy {
                                 Ok(super::ws::Stop::Closed) => {}
                                 Err(e) => tracing::debug!(%host, "websocket relay: {e}"),
                             },
-                            _ = down => {}
+                            r = down => match r {
+                                Ok(super::ws::Stop::Finding(_)) => ctx.audit(
+                                    Event::Deny,
+                                    "held secret in a websocket frame from the upstream (the response); connection closed",
+                                ),
+                                Ok(super::ws::Stop::Refused(why)) => ctx.audit(Event::Deny, &format!("from the upstream: {why}")),
+                                Ok(super::ws::Stop::Closed) => {}
+                                Err(e) => tracing::debug!(%host, "websocket relay from the upstream: {e}"),
+                            },
                         }
                     });
                 }
                 let (p, b) = resp.into_parts();
-                Response::from_parts(p, body::boxed(b))
+                respond::clean(origin, Response::from_parts(p, body::boxed(b)))
             }
             Err(e) => failed(ctx, &e),
         }
@@ -304,10 +345,12 @@ fn admit(live: &Live, target: &Target, req: &Request<Incoming>) -> Result<usize,
 }
 
 /// Removes what never goes upstream as the agent sent it: hop-by-hop headers, `Host` (set again
-/// for the upstream), `Proxy-Authorization`, and on a route that injects a token every
-/// `Authorization` and the route's own auth header.
+/// for the upstream), `Proxy-Authorization`, on a route that injects a token every
+/// `Authorization` and the route's own auth header; and cuts `Accept-Encoding` down to what a
+/// response can be read in.
 fn prepare(live: &Live, route_idx: usize, headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
+    respond::accept_encoding(headers);
     headers.remove(header::HOST);
     headers.remove(header::PROXY_AUTHORIZATION);
     if live.routes.routes[route_idx].auth.is_some() {

@@ -33,10 +33,11 @@ pub(crate) enum Stop {
     Refused(String),
 }
 
-/// Relays client frames to `upstream` until the client closes or a frame is refused. With
-/// the route's DLP config, every payload is DLP-scanned as part of one stream before its frame
-/// goes out.
-pub(crate) async fn client_to_upstream<R, W>(
+/// Relays frames from `client` to `upstream` until the sender closes or a frame is refused.
+/// With a DLP config, every payload is DLP-scanned as part of one stream before its frame goes
+/// out. The same relay reads the other way (server → client, unmasked frames) for the held
+/// secrets.
+pub(crate) async fn relay<R, W>(
     mut client: R,
     mut upstream: W,
     engine: &Engine,
@@ -240,13 +241,12 @@ mod tests {
     async fn relay_with(reads: Vec<Vec<u8>>, detectors: &[DlpDetector]) -> (Stop, Vec<u8>) {
         let engine = Engine::new(&[Secret::new(T)]);
         let mut out = Vec::new();
-        let stop =
-            client_to_upstream(Reads(reads.into()), &mut out, &engine, Some(&cfg(detectors)), 1 << 16).await.unwrap();
+        let stop = super::relay(Reads(reads.into()), &mut out, &engine, Some(&cfg(detectors)), 1 << 16).await.unwrap();
         (stop, out)
     }
 
     /// Relays `reads` with the known-secrets detector.
-    async fn relay(reads: Vec<Vec<u8>>) -> (Stop, Vec<u8>) {
+    async fn relay_known(reads: Vec<Vec<u8>>) -> (Stop, Vec<u8>) {
         relay_with(reads, &[DlpDetector::KnownSecrets]).await
     }
 
@@ -275,7 +275,7 @@ mod tests {
     async fn masked_secret_is_found_and_not_forwarded() {
         let first = frame(b"first", [1, 2, 3, 4], true);
         let leak = frame(format!("leak {T}").as_bytes(), [0xaa, 0x55, 0x0f, 0xf0], true);
-        let (stop, out) = relay(vec![first.clone(), leak]).await;
+        let (stop, out) = relay_known(vec![first.clone(), leak]).await;
         assert_eq!(stop, Stop::Finding("known-secret".into()));
         assert_eq!(out, first, "only the clean frame went out");
     }
@@ -285,7 +285,7 @@ mod tests {
         let (a, b) = T.split_at(10);
         for fragmented in [true, false] {
             let frames = framed(format!("say {a}{b} now").as_bytes(), &[4 + a.len()], fragmented);
-            let (stop, out) = relay(frames.clone()).await;
+            let (stop, out) = relay_known(frames.clone()).await;
             assert_eq!(stop, Stop::Finding("known-secret".into()), "fragmented {fragmented}");
             assert_eq!(out, frames[0], "fragmented {fragmented}: only the first part went out");
         }
@@ -297,12 +297,12 @@ mod tests {
         let first = frame_op(1, format!("say {a}").as_bytes(), [1, 2, 3, 4], false);
         let ping = frame_op(9, b"keepalive", [5, 6, 7, 8], true);
         let last = frame_op(0, format!("{b} now").as_bytes(), [9, 9, 9, 9], true);
-        let (stop, out) = relay(vec![first.clone(), ping.clone(), last]).await;
+        let (stop, out) = relay_known(vec![first.clone(), ping.clone(), last]).await;
         assert_eq!(stop, Stop::Finding("known-secret".into()));
         assert_eq!(out, [first, ping].concat(), "the fragment completing the secret never leaves");
         // A secret in a control frame's own payload is found too.
         let pong = frame_op(10, format!("pong {T}").as_bytes(), [1, 1, 1, 1], true);
-        let (stop, out) = relay(vec![pong]).await;
+        let (stop, out) = relay_known(vec![pong]).await;
         assert_eq!(stop, Stop::Finding("known-secret".into()));
         assert!(out.is_empty());
     }
@@ -346,7 +346,7 @@ mod tests {
                 }
                 let fragmented = round % 3 != 0;
                 let frames = framed(data.as_bytes(), &cuts, fragmented);
-                let (stop, out) = relay(frames.clone()).await;
+                let (stop, out) = relay_known(frames.clone()).await;
                 assert_eq!(stop, Stop::Finding("known-secret".into()), "secret {i} round {round}");
                 // Frames up to (not including) the one holding the secret's last byte went out.
                 let mut bounds = vec![0];
@@ -369,16 +369,16 @@ mod tests {
         let part = frame(format!("x {a}").as_bytes(), [6; 4], true);
         let completes = frame(format!("{b} y").as_bytes(), [7; 4], true);
         // A clean burst goes out whole.
-        let (stop, out) = relay(vec![hello.clone(), [clean.clone(), part.clone()].concat()]).await;
+        let (stop, out) = relay_known(vec![hello.clone(), [clean.clone(), part.clone()].concat()]).await;
         assert_eq!((stop, out), (Stop::Closed, [hello.clone(), clean.clone(), part.clone()].concat()));
         // A burst holding the frame that completes a secret is held back whole, with the clean
         // frame that came in with it.
         let first = [hello.clone(), part.clone()].concat();
-        let (stop, out) = relay(vec![first.clone(), [completes.clone(), clean.clone()].concat()]).await;
+        let (stop, out) = relay_known(vec![first.clone(), [completes.clone(), clean.clone()].concat()]).await;
         assert_eq!(stop, Stop::Finding("known-secret".into()));
         assert!(out == first, "{} bytes out", out.len());
         // Read by read, the clean frame ahead of the completing one goes out.
-        let (stop, out) = relay(vec![hello.clone(), part.clone(), completes, clean]).await;
+        let (stop, out) = relay_known(vec![hello.clone(), part.clone(), completes, clean]).await;
         assert_eq!(stop, Stop::Finding("known-secret".into()));
         assert!(out == [hello, part].concat(), "{} bytes out", out.len());
     }
@@ -387,24 +387,24 @@ mod tests {
     async fn compressed_and_oversized_frames_are_refused() {
         let mut f = frame(b"x", [0; 4], true);
         f[0] |= 0x40;
-        let (stop, out) = relay(vec![f.clone()]).await;
+        let (stop, out) = relay_known(vec![f.clone()]).await;
         assert!(matches!(stop, Stop::Refused(ref why) if why.contains("RSV")), "{stop:?}");
         assert!(out.is_empty());
         // Clean frames ahead of it in the same read go out; the compressed one never does.
         let clean = frame(b"clean", [4; 4], true);
-        let (stop, out) = relay(vec![[clean.clone(), f.clone(), clean.clone()].concat()]).await;
+        let (stop, out) = relay_known(vec![[clean.clone(), f.clone(), clean.clone()].concat()]).await;
         assert!(matches!(stop, Stop::Refused(_)), "{stop:?}");
         assert_eq!(out, clean);
         // Also when DLP is off for the route: a compressed frame is never relayed.
         let mut f = frame(b"x", [0; 4], true);
         f[0] |= 0x40;
         let mut out = Vec::new();
-        let r = client_to_upstream(&f[..], &mut out, &Engine::new(&[]), None, 1000).await.unwrap();
+        let r = super::relay(&f[..], &mut out, &Engine::new(&[]), None, 1000).await.unwrap();
         assert!(matches!(r, Stop::Refused(_)));
         assert!(out.is_empty());
         let engine = Engine::new(&[]);
         let big = frame(&vec![0u8; 2000], [0; 4], true);
-        let r = client_to_upstream(&big[..], Vec::new(), &engine, None, 1000).await;
+        let r = super::relay(&big[..], Vec::new(), &engine, None, 1000).await;
         assert!(r.is_err());
     }
 }

@@ -10,6 +10,7 @@ mod limits;
 mod plain_tunnel;
 mod policy;
 mod reload;
+mod responses;
 mod scheme;
 mod support;
 mod websocket;

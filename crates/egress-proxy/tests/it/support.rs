@@ -154,7 +154,14 @@ async fn record(seen: Arc<Mutex<Vec<Seen>>>, mut req: Request<Incoming>) -> Resu
     let ws = req.headers().get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let on_upgrade = ws.then(|| hyper::upgrade::on(&mut req));
     let path = req.uri().path().to_string();
-    let echoed = path.starts_with("/echo").then(|| echo(&path, req.headers()));
+    let echoed = (path.starts_with("/echo") && !ws).then(|| echo(&path, req.headers()));
+    // `/echo/ws`: the WebSocket first says the `Authorization` it got, in one unmasked text frame.
+    let greeting = (ws && path == "/echo/ws").then(|| {
+        let auth = req.headers().get("authorization").map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+        let mut f = vec![0x81, u8::try_from(auth.len()).unwrap()];
+        f.extend(auth);
+        f
+    });
     note(&seen, req).await?;
     if let Some(resp) = echoed {
         return Ok(resp);
@@ -163,6 +170,11 @@ async fn record(seen: Arc<Mutex<Vec<Seen>>>, mut req: Request<Incoming>) -> Resu
         tokio::spawn(async move {
             if let Ok(up) = up.await {
                 let mut io = TokioIo::new(up);
+                if let Some(f) = greeting
+                    && io.write_all(&f).await.is_err()
+                {
+                    return;
+                }
                 let mut buf = [0u8; 1024];
                 while let Ok(n) = io.read(&mut buf).await {
                     if n == 0 || io.write_all(&buf[..n]).await.is_err() {
