@@ -1,3 +1,6 @@
+//! `cargo xtask bench scan --throughput` is the DLP scanner's own micro-benchmark
+//! ([`crate::bench_throughput`]).
+//!
 //! `cargo xtask bench scan [REPO] [--commits N] [--runs R] [--keep]`: the same full git history
 //! scanned by our engine (`git-gate scan --git`), gitleaks 8.30 and kingfisher 2.14, side by
 //! side in one run. Prints wall time and peak RSS (median of R runs, via `/usr/bin/time`),
@@ -259,6 +262,9 @@ fn kingfisher_count(path: &Path) -> usize {
 }
 
 pub fn run(args: Vec<String>) -> anyhow::Result<()> {
+    if args.iter().any(|a| a == "--throughput") {
+        return crate::bench_throughput::run(&args);
+    }
     let o = parse(args)?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
     eprintln!("building git-gate (release)…");
