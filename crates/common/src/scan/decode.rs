@@ -19,14 +19,13 @@ use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use regex::bytes::Regex;
 
+use super::prescan::Prescan;
+
 /// Layers of encoding looked through (base64 of percent-encoded base64 is 3).
 pub(crate) const MAX_DEPTH: usize = 3;
 /// Shortest encoded segment worth decoding (shorter ones hide no credential).
 const MIN_LEN: usize = 16;
 
-/// Runs of the base64 alphabets (hex runs are among them).
-static RUN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?-u)[A-Za-z0-9+/_-]{16,}={0,2}").unwrap_or_else(|e| panic!("base64 pattern: {e}")));
 /// Hex pairs with a delimiter between them, or each with a `\x` (or JSON-escaped `\\x`) / `0x`
 /// prefix: at least 8 bytes.
 static DELIMITED_HEX: LazyLock<Regex> = LazyLock::new(|| {
@@ -143,48 +142,100 @@ fn percent(s: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The encoded segments of `data` that decode to text: percent-encoded runs, delimited hex of 8
+/// The encoded segments of `data` that decode to text — percent-encoded runs, delimited hex of 8
 /// or more bytes, hex runs of 32 or more digits, and base64 runs of 16 or more characters with
-/// both cases.
-pub(crate) fn segments(data: &[u8]) -> Vec<Segment> {
+/// both cases — given its prescan: every encoded segment lies inside one of its runs (or is one
+/// of its hex chains), so only runs long enough to hold one are looked at.
+pub(crate) fn segments_in(data: &[u8], pre: &Prescan) -> Vec<Segment> {
     let mut out = Vec::new();
-    if data.contains(&b'%') {
-        for m in PERCENT.find_iter(data) {
-            let text = percent(m.as_bytes());
-            if m.len() >= MIN_LEN / 2 && is_text(&text) {
-                out.push(Segment { start: m.start(), end: m.end(), text });
+    for &(s, e) in &pre.hex_chains {
+        if let Some(text) = readable(delimited_hex(&data[s..e])) {
+            out.push(Segment { start: s, end: e, text });
+        }
+    }
+    for &(rs, re) in &pre.runs {
+        let run = &data[rs..re];
+        let first = out.len();
+        if run.contains(&b'%') {
+            for m in PERCENT.find_iter(run) {
+                let text = percent(m.as_bytes());
+                if m.len() >= MIN_LEN / 2 && is_text(&text) {
+                    out.push(Segment { start: rs + m.start(), end: rs + m.end(), text });
+                }
             }
         }
-    }
-    for m in DELIMITED_HEX.find_iter(data) {
-        if let Some(text) = readable(delimited_hex(m.as_bytes())) {
-            out.push(Segment { start: m.start(), end: m.end(), text });
+        // 8 pairs and 7 delimiters at the least.
+        if run.len() >= 23 {
+            for m in DELIMITED_HEX.find_iter(run) {
+                if let Some(text) = readable(delimited_hex(m.as_bytes())) {
+                    out.push(Segment { start: rs + m.start(), end: rs + m.end(), text });
+                }
+            }
         }
-    }
-    for m in RUN.find_iter(data) {
-        let s = m.as_bytes();
-        if out.iter().any(|seg| seg.start <= m.start() && m.end() <= seg.end) {
-            // Inside delimited hex already decoded (`41-4b-49…` is also a base64-alphabet run).
+        if run.len() < MIN_LEN {
             continue;
         }
-        let text = if s.len() >= 2 * MIN_LEN && s.iter().all(u8::is_ascii_hexdigit) {
-            hex(s).and_then(readable)
-        } else if s.iter().any(u8::is_ascii_uppercase) && s.iter().any(u8::is_ascii_lowercase) {
-            // Plain words and identifiers in one case are not worth a decode; nor is a long run
-            // (an embedded image, say) whose first bytes already decode to something not text.
-            let head = &s[..s.len().min(256)];
-            if s.len() > head.len() && !base64(head).is_some_and(|t| is_text(&t)) {
+        for (s, e) in base64_runs(run) {
+            if out[first..].iter().any(|seg| seg.start <= rs + s && rs + e <= seg.end) {
+                // Inside delimited hex already decoded (`41-4b-49…` is also a base64-alphabet run).
                 continue;
             }
-            base64(s)
-        } else {
-            None
-        };
-        if let Some(text) = text.filter(|t| t.len() >= 6 && is_text(t)) {
-            out.push(Segment { start: m.start(), end: m.end(), text });
+            if let Some(text) = decode_run(&run[s..e]) {
+                out.push(Segment { start: rs + s, end: rs + e, text });
+            }
         }
     }
     out
+}
+
+/// Whether `b` is in a base64 alphabet (standard or URL-safe).
+fn is_base64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-')
+}
+
+/// The base64-alphabet runs of `run` that are [`MIN_LEN`] or more long, each with up to two `=`
+/// of padding after it.
+fn base64_runs(run: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < run.len() {
+        if !is_base64(run[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < run.len() && is_base64(run[i]) {
+            i += 1;
+        }
+        if i - start >= MIN_LEN {
+            let mut end = i;
+            while end < run.len() && end - i < 2 && run[end] == b'=' {
+                end += 1;
+            }
+            out.push((start, end));
+            i = end;
+        }
+    }
+    out
+}
+
+/// What a base64-alphabet run decodes to, if text: hex (32 or more digits), or base64 with both
+/// cases.
+fn decode_run(s: &[u8]) -> Option<Vec<u8>> {
+    let text = if s.len() >= 2 * MIN_LEN && s.iter().all(u8::is_ascii_hexdigit) {
+        hex(s).and_then(readable)
+    } else if s.iter().any(u8::is_ascii_uppercase) && s.iter().any(u8::is_ascii_lowercase) {
+        // Plain words and identifiers in one case are not worth a decode; nor is a long run
+        // (an embedded image, say) whose first bytes already decode to something not text.
+        let head = &s[..s.len().min(256)];
+        if s.len() > head.len() && !base64(head).is_some_and(|t| is_text(&t)) {
+            return None;
+        }
+        base64(s)
+    } else {
+        None
+    };
+    text.filter(|t| t.len() >= 6 && is_text(t))
 }
 
 #[cfg(test)]
@@ -193,7 +244,8 @@ mod tests {
     use base64::engine::general_purpose;
 
     fn decoded(data: &str) -> Vec<String> {
-        segments(data.as_bytes()).into_iter().map(|s| String::from_utf8(s.text).unwrap()).collect()
+        let pre = crate::scan::prescan::prescan(data.as_bytes());
+        segments_in(data.as_bytes(), &pre).into_iter().map(|s| String::from_utf8(s.text).unwrap()).collect()
     }
 
     #[test]

@@ -3,14 +3,15 @@
 //! Each value becomes needles: raw; hex; percent-encoded (RFC 3986 unreserved characters kept,
 //! with `+` for space or not, and every byte encoded); base64 standard and URL-safe, for each of
 //! the three alignments the value can have inside a longer encoded string (only the characters
-//! that depend on the value alone). One Aho-Corasick automaton, ASCII case-insensitive, finds
-//! them all: upper-, lower- and mixed-case hex and escapes, and the value with its case changed
-//! (a lower-case hex token sent upper-case is the same token). Any other mix of encoded and
+//! that depend on the value alone). One Aho-Corasick automaton finds them all in the input
+//! lower-cased, against the needles lower-cased: upper-, lower- and mixed-case hex and escapes,
+//! and the value with its case changed (a lower-case hex token sent upper-case is the same
+//! token); case-sensitive, the automaton searches with vector instructions. Any other mix of encoded and
 //! plain characters, and encodings of encodings, are found by scanning what the input decodes
 //! to ([`super::layered`]). Values shorter than [`KnownSecrets::MIN_LEN`] bytes are ignored:
 //! they would match ordinary text and their encodings are too short to mean anything.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 
 use super::{Confidence, Finding, assign_lines, redact};
@@ -21,7 +22,13 @@ pub const KNOWN_SECRET_ID: &str = "known-secret";
 
 /// A compiled set of known secret values.
 pub struct KnownSecrets {
+    /// Every needle, lower-cased.
     ac: Option<AhoCorasick>,
+    /// The needles that only occur inside a prescan's runs (a digit, `%` or mixed case, and no
+    /// break byte: tokens and their encodings, nearly always), for a scan that only reads those
+    /// runs ([`KnownSecrets::scan_runs`]), and the others, which it still looks for everywhere.
+    in_runs: Option<AhoCorasick>,
+    elsewhere: Option<AhoCorasick>,
     longest: usize,
     count: usize,
     /// The needles lower-cased, indexed by their first byte (for [`KnownSecrets::pending`]).
@@ -89,23 +96,36 @@ impl KnownSecrets {
         needles.sort_by_key(|n| n.to_ascii_lowercase());
         needles.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
-        let ac = if needles.is_empty() {
-            None
-        } else {
-            // Building can only fail on absurd sizes; an empty set would fail open, so panic.
-            Some(
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&needles)
-                    .unwrap_or_else(|e| panic!("known secrets automaton: {e}")),
-            )
+        // A needle with a digit or `%`, or with both upper- and lower-case letters (its case
+        // cannot be changed without losing what it says), occurs only where the prescan anchors
+        // a run, unless it holds a break byte.
+        let anchored = |n: &Vec<u8>| {
+            let mixed = n.iter().any(u8::is_ascii_uppercase) && n.iter().any(u8::is_ascii_lowercase);
+            (mixed || n.iter().any(|&b| b.is_ascii_digit() || b == b'%'))
+                && !n.iter().any(|&b| super::prescan::is_break(b))
         };
+        // Building can only fail on absurd sizes; an empty set would fail open, so panic.
+        let build = |set: Vec<Vec<u8>>, short: bool| {
+            (!set.is_empty()).then(|| {
+                let mut b = AhoCorasickBuilder::new();
+                b.match_kind(MatchKind::LeftmostLongest);
+                if short {
+                    // Searched in many short runs: a plain DFA, without a prefilter to set up
+                    // for each.
+                    b.kind(Some(AhoCorasickKind::DFA)).prefilter(false);
+                }
+                b.build(set).unwrap_or_else(|e| panic!("known secrets automaton: {e}"))
+            })
+        };
+        let lower = |n: &Vec<u8>| n.to_ascii_lowercase();
+        let ac = build(needles.iter().map(lower).collect(), false);
+        let in_runs = build(needles.iter().filter(|n| anchored(n)).map(lower).collect(), true);
+        let elsewhere = build(needles.iter().filter(|n| !anchored(n)).map(lower).collect(), false);
         let mut by_first = vec![Vec::new(); 256];
         for n in &needles {
             by_first[usize::from(n[0].to_ascii_lowercase())].push(n.to_ascii_lowercase());
         }
-        KnownSecrets { ac, longest, count, by_first }
+        KnownSecrets { ac, in_runs, elsewhere, longest, count, by_first }
     }
 
     /// How many bytes at the end of `data` could be the start of a needle still arriving: the
@@ -143,14 +163,47 @@ impl KnownSecrets {
     }
 
     pub(crate) fn scan_into(&self, data: &[u8], out: &mut Vec<Finding>) {
-        let Some(ac) = &self.ac else { return };
-        for m in ac.find_iter(data) {
+        if self.ac.is_some() {
+            self.scan_lowered(data, &data.to_ascii_lowercase(), out);
+        }
+    }
+
+    /// [`KnownSecrets::scan_into`] given `data` lower-cased.
+    pub(crate) fn scan_lowered(&self, data: &[u8], lower: &[u8], out: &mut Vec<Finding>) {
+        if let Some(ac) = &self.ac {
+            Self::push(ac, data, lower, 0, out);
+        }
+    }
+
+    /// [`KnownSecrets::scan_lowered`] reading only where an anchored needle could be: the `runs`
+    /// (anchored stretches without a break, [`super::prescan`]), which hold every occurrence of
+    /// one; the other needles are looked for everywhere.
+    pub(crate) fn scan_runs(&self, data: &[u8], lower: &[u8], runs: &[(usize, usize)], out: &mut Vec<Finding>) {
+        // Runs covering much of the input (dense code, base64) read faster as one search.
+        if runs.iter().map(|(s, e)| e - s).sum::<usize>() > data.len() / 4 {
+            self.scan_lowered(data, lower, out);
+            return;
+        }
+        if let Some(ac) = &self.in_runs {
+            for &(s, e) in runs {
+                Self::push(ac, data, &lower[s..e], s, out);
+            }
+        }
+        if let Some(ac) = &self.elsewhere {
+            Self::push(ac, data, lower, 0, out);
+        }
+    }
+
+    /// Every match of `ac` in `hay` (which starts at `offset` in `data`).
+    fn push(ac: &AhoCorasick, data: &[u8], hay: &[u8], offset: usize, out: &mut Vec<Finding>) {
+        for m in ac.find_iter(hay) {
+            let (start, end) = (offset + m.start(), offset + m.end());
             out.push(Finding {
                 rule_id: KNOWN_SECRET_ID.to_string(),
-                start: m.start(),
-                end: m.end(),
+                start,
+                end,
                 line: 0,
-                secret_redacted: redact(&data[m.start()..m.end()]),
+                secret_redacted: redact(&data[start..end]),
                 confidence: Confidence::High,
             });
         }

@@ -6,8 +6,13 @@
 //! egress DLP with the rules, the held secrets and a [`Mode`] ([`scan_outbound`]).
 
 use super::decode::{self, MAX_DEPTH};
-use super::rules::{Context, drop_redundant};
+use super::prescan::{Prescan, prescan_lowered, token_like};
+use super::rules::{Context, Windows, drop_redundant};
 use super::{Confidence, Finding, KnownSecrets, Rules, payment, redact};
+
+/// How far before a run a rule's match can start: a name, separators and quotes before the
+/// value (`client_secret": "`), or a keyword before its token (`datadog_api_key = `).
+const LEAD: usize = 96;
 
 /// How strictly egress DLP reads what leaves (a route's `dlp.mode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -40,46 +45,75 @@ pub const TOO_DEEP_ID: &str = "encoding-too-deep";
 /// none of those.
 pub fn scan_outbound(rules: Option<&Rules>, known: Option<&KnownSecrets>, mode: Mode, data: &[u8]) -> Vec<Finding> {
     let mut out = Vec::new();
-    scan_into(rules, known, Context::default(), mode == Mode::Strict, data, &mut out);
+    scan_into(rules, known, Context::default(), mode == Mode::Strict, true, data, &mut out);
     out.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
     out
 }
 
 /// Unsorted findings in `data` and its encoded layers, the weaker of overlapping ones dropped.
+/// `windowed`: the rules only look where a credential could be (around the runs that look like
+/// one, [`windows`]), as egress DLP reads; else everywhere their keywords occur, as the git gate
+/// reads (a rule may then also match an all-lower-case value shorter than 16 bytes, which only
+/// a low-confidence finding would).
 pub(crate) fn scan_into(
     rules: Option<&Rules>,
     known: Option<&KnownSecrets>,
     ctx: Context<'_>,
     strict: bool,
+    windowed: bool,
     data: &[u8],
     out: &mut Vec<Finding>,
 ) {
     let first = out.len();
-    layer(rules, known, ctx, strict, data, out, 0);
+    layer(&Scan { rules, known, ctx, strict, windowed }, data, out, 0);
     drop_redundant(out, first);
 }
 
-/// `data` at encoding depth `depth` (0: as sent).
-fn layer(
-    rules: Option<&Rules>,
-    known: Option<&KnownSecrets>,
-    ctx: Context<'_>,
+/// What one scan reads with, and how.
+struct Scan<'a> {
+    rules: Option<&'a Rules>,
+    known: Option<&'a KnownSecrets>,
+    ctx: Context<'a>,
     strict: bool,
-    data: &[u8],
-    out: &mut Vec<Finding>,
-    depth: usize,
-) {
-    if let Some(r) = rules {
-        r.scan_layer(data, ctx, strict, out);
+    windowed: bool,
+}
+
+/// Where a rule's match can be in `data`: before and over each run that looks like a credential
+/// ([`token_like`]), merged where they touch.
+fn windows(data: &[u8], pre: &Prescan) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &(s, e) in &pre.runs {
+        if !token_like(&data[s..e]) {
+            continue;
+        }
+        let s = s.saturating_sub(LEAD);
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = e,
+            _ => out.push((s, e)),
+        }
     }
-    if let Some(k) = known {
-        k.scan_into(data, out);
+    out
+}
+
+/// `data` at encoding depth `depth` (0: as sent).
+fn layer(scan: &Scan<'_>, data: &[u8], out: &mut Vec<Finding>, depth: usize) {
+    let lower = data.to_ascii_lowercase();
+    let pre = prescan_lowered(data, &lower);
+    if let Some(r) = scan.rules {
+        let windows = scan.windowed.then(|| windows(data, &pre));
+        let windows = windows.as_deref().map(|spans| Windows { spans, lower: &lower });
+        r.scan_layer(data, scan.ctx, scan.strict, windows, out);
     }
-    if strict {
-        payment::scan_into(data, out);
+    if let Some(k) = scan.known {
+        k.scan_runs(data, &lower, &pre.runs, out);
     }
+    if scan.strict {
+        payment::scan_into(data, &pre, out);
+    }
+    let segments = decode::segments_in(data, &pre);
+    drop(lower);
     if depth == MAX_DEPTH {
-        if strict && !decode::segments(data).is_empty() {
+        if scan.strict && !segments.is_empty() {
             // Reported over all of this layer: the caller maps it to its outermost segment.
             out.push(Finding {
                 rule_id: TOO_DEEP_ID.to_string(),
@@ -92,9 +126,9 @@ fn layer(
         }
         return;
     }
-    for seg in decode::segments(data) {
+    for seg in segments {
         let mut inner = Vec::new();
-        layer(rules, known, ctx, strict, &seg.text, &mut inner, depth + 1);
+        layer(scan, &seg.text, &mut inner, depth + 1);
         for f in inner {
             if !out.iter().any(|o| o.rule_id == f.rule_id && o.start == seg.start && o.end == seg.end) {
                 out.push(Finding { start: seg.start, end: seg.end, ..f });

@@ -17,6 +17,7 @@ mod decode;
 mod known;
 mod layered;
 mod payment;
+mod prescan;
 mod rules;
 mod stream;
 

@@ -78,6 +78,11 @@ struct RawRule {
     /// credential at all), never for the git gate.
     #[serde(default)]
     strict_only: bool,
+    /// Our extension: a match can lie far from its keyword, or span lines (a PEM block, a curl
+    /// command): a scan limited to the places a credential could be still runs this rule over
+    /// the whole input.
+    #[serde(default)]
+    wide: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -127,6 +132,15 @@ struct Allowlist {
     identifiers: bool,
     /// Holds in strict mode too (a `lowConfidence` table only).
     strict: bool,
+}
+
+/// Where a windowed scan looks ([`Rules::scan_layer`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Windows<'a> {
+    /// `(start, end)` spans of the input, in order, not overlapping.
+    pub(crate) spans: &'a [(usize, usize)],
+    /// The whole input lower-cased.
+    pub(crate) lower: &'a [u8],
 }
 
 /// Where scanned bytes came from; allowlists with `paths`/`commits` need it.
@@ -269,6 +283,8 @@ struct Rule {
     allowlists: Vec<Allowlist>,
     low_confidence: Vec<Allowlist>,
     strict_only: bool,
+    /// Run over the whole input even by a windowed scan.
+    wide: bool,
 }
 
 /// A compiled rule set. Build once and share: scanning takes `&self` and is thread-safe.
@@ -282,6 +298,10 @@ pub struct Rules {
     always: Vec<usize>,
     /// Strict-only rules without keywords: they run on every input in strict mode.
     strict_always: Vec<usize>,
+    /// The keywords of the wide rules (lower case, each once), and the rules of each: a windowed
+    /// scan looks for these over the whole (lower-cased) input.
+    wide_keywords: Vec<memchr::memmem::Finder<'static>>,
+    wide_keyword_rules: Vec<Vec<usize>>,
     global: Vec<Allowlist>,
     longest_keyword: usize,
 }
@@ -425,6 +445,8 @@ impl Rules {
                 allowlists,
                 low_confidence,
                 strict_only: raw.strict_only,
+                // A rule without keywords (in a user's file) reads the whole input, as gitleaks'.
+                wide: raw.wide || (keywords.is_empty() && !raw.strict_only),
             });
         }
         let global = raw_globals
@@ -432,6 +454,21 @@ impl Rules {
             .map(|a| compile_allowlist(a, &|key, message| ScanError::Allowlist { key, message }))
             .collect::<Result<Vec<_>, _>>()?;
         let longest_keyword = patterns.iter().map(String::len).max().unwrap_or(0);
+        let mut wide_patterns: Vec<String> = Vec::new();
+        let mut wide_keyword_rules: Vec<Vec<usize>> = Vec::new();
+        for (p, &r) in patterns.iter().zip(&keyword_rule).filter(|&(_, &r)| rules[r].wide) {
+            match wide_patterns.iter().position(|w| w == p) {
+                Some(i) => wide_keyword_rules[i].push(r),
+                None => {
+                    wide_patterns.push(p.clone());
+                    wide_keyword_rules.push(vec![r]);
+                }
+            }
+        }
+        // Few: one vectorized substring search each over the lower-cased input is faster than
+        // an automaton for all of them, whose prefilter keys on common letters.
+        let wide_keywords =
+            wide_patterns.iter().map(|p| memchr::memmem::Finder::new(p.as_bytes()).into_owned()).collect();
         let keywords = if patterns.is_empty() {
             None
         } else {
@@ -445,7 +482,17 @@ impl Rules {
                     .map_err(|e| ScanError::Toml(format!("keywords: {e}")))?,
             )
         };
-        Ok(Rules { rules, keywords, keyword_rule, always, strict_always, global, longest_keyword })
+        Ok(Rules {
+            rules,
+            keywords,
+            keyword_rule,
+            always,
+            strict_always,
+            wide_keywords,
+            wide_keyword_rules,
+            global,
+            longest_keyword,
+        })
     }
 
     /// Number of rules.
@@ -503,15 +550,71 @@ impl Rules {
     /// Unsorted findings without line numbers, offsets relative to `data`: the rules on `data`
     /// and on what its encoded segments decode to ([`super::layered`]).
     pub(crate) fn scan_into(&self, data: &[u8], ctx: Context<'_>, out: &mut Vec<Finding>) {
-        super::layered::scan_into(Some(self), None, ctx, false, data, out);
+        super::layered::scan_into(Some(self), None, ctx, false, false, data, out);
     }
 
     /// The rules on `data` itself (no decoding). `strict`: also the strict-only rules, and what
     /// allowlists and low-confidence tables excuse (but for tables marked `strict`) reported as
     /// [`Confidence::Low`], which in strict mode means "found by strict mode alone".
-    pub(crate) fn scan_layer(&self, data: &[u8], ctx: Context<'_>, strict: bool, out: &mut Vec<Finding>) {
-        let candidates = self.candidates(data, strict);
-        for &idx in &candidates {
+    ///
+    /// `windows`: only look there (where a credential could be, [`super::prescan`]): each rule
+    /// whose keyword occurs in a window runs in that window alone, the look-around at its edges
+    /// reading the bytes beyond; wide rules run over all of `data` when their keyword occurs
+    /// anywhere (looked for in `data` lower-cased). `None`: every candidate rule over all of
+    /// `data`.
+    pub(crate) fn scan_layer(
+        &self,
+        data: &[u8],
+        ctx: Context<'_>,
+        strict: bool,
+        windows: Option<Windows<'_>>,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(Windows { spans: windows, lower }) = windows else {
+            self.scan_range(data, (0, data.len()), &self.candidates(data, strict), ctx, strict, out);
+            return;
+        };
+        let wide = self.wide_candidates(lower, strict);
+        if !wide.is_empty() {
+            self.scan_range(data, (0, data.len()), &wide, ctx, strict, out);
+        }
+        for &(s, e) in windows {
+            let mut local = self.candidates(&data[s..e], strict);
+            local.retain(|&i| !self.rules[i].wide);
+            self.scan_range(data, (s, e), &local, ctx, strict, out);
+        }
+    }
+
+    /// The wide rules whose keywords occur anywhere in `lower` (and wide rules without keywords).
+    fn wide_candidates(&self, lower: &[u8], strict: bool) -> Vec<usize> {
+        let mut hit: Vec<usize> = self.always.iter().copied().filter(|&i| self.rules[i].wide).collect();
+        for (finder, rules) in self.wide_keywords.iter().zip(&self.wide_keyword_rules) {
+            if finder.find(lower).is_some() {
+                for &r in rules {
+                    if !hit.contains(&r) {
+                        hit.push(r);
+                    }
+                }
+            }
+        }
+        hit.retain(|&i| strict || !self.rules[i].strict_only);
+        hit.sort_unstable();
+        hit
+    }
+
+    /// The `candidates` over `data[start..end]`: matches start in it and end by its end;
+    /// look-behinds see the bytes before it.
+    fn scan_range(
+        &self,
+        data: &[u8],
+        (start, end): (usize, usize),
+        candidates: &[usize],
+        ctx: Context<'_>,
+        strict: bool,
+        out: &mut Vec<Finding>,
+    ) {
+        let hay = &data[..end];
+        for &idx in candidates {
             let rule = &self.rules[idx];
             if let Some(p) = &rule.path {
                 let Some(path) = ctx.path else { continue };
@@ -519,14 +622,16 @@ impl Rules {
                     continue;
                 }
                 if rule.regex.is_none() {
-                    out.push(Finding {
-                        rule_id: rule.id.clone(),
-                        start: 0,
-                        end: 0,
-                        line: 0,
-                        secret_redacted: redact(path.as_bytes()),
-                        confidence: Confidence::High,
-                    });
+                    if !out.iter().any(|f| f.rule_id == rule.id && f.start == 0 && f.end == 0) {
+                        out.push(Finding {
+                            rule_id: rule.id.clone(),
+                            start: 0,
+                            end: 0,
+                            line: 0,
+                            secret_redacted: redact(path.as_bytes()),
+                            confidence: Confidence::High,
+                        });
+                    }
                     continue;
                 }
             }
@@ -534,9 +639,9 @@ impl Rules {
             // The next match is looked for from the secret's start, not the match's end: in
             // `a_token=x.unk_token,b=SECRET` the first (rejected) match would otherwise hide the
             // second name.
-            let mut from = 0;
-            while from <= data.len() {
-                let Some(caps) = re.captures_at(data, from) else { break };
+            let mut from = start;
+            while from <= hay.len() {
+                let Some(caps) = re.captures_at(hay, from) else { break };
                 let Some(whole) = caps.get(0) else { break };
                 let secret = match rule.secret_group {
                     Some(g) => caps.get(g),

@@ -122,7 +122,7 @@ impl<'a> StreamScanner<'a> {
     /// offset `offset`.
     fn scan_slice(&self, data: &[u8], offset: usize) -> Vec<Finding> {
         let mut found = Vec::new();
-        super::layered::scan_into(self.rules, self.known, Context::default(), self.strict, data, &mut found);
+        super::layered::scan_into(self.rules, self.known, Context::default(), self.strict, true, data, &mut found);
         for f in &mut found {
             f.start += offset;
             f.end += offset;
