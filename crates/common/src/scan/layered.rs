@@ -136,3 +136,47 @@ fn layer(scan: &Scan<'_>, data: &[u8], out: &mut Vec<Finding>, depth: usize) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(mode: Mode, text: &str) -> Vec<(String, Confidence)> {
+        scan_outbound(Some(Rules::builtin()), None, mode, text.as_bytes())
+            .into_iter()
+            .map(|f| (f.rule_id, f.confidence))
+            .collect()
+    }
+
+    /// What strict mode finds that standard does not, each as strict's own (low) finding. The
+    /// values are assembled at run time: the repository holds none.
+    #[test]
+    fn strict_reads_the_shape_standard_the_rules() {
+        let example = ["AKIA", "IOSFODNN7", "EXAMPLE"].concat();
+        let filler = format!("SG.{}_{}.{}", "FAKE_TEST", "KEY_0000000000", "0".repeat(40));
+        let short_pat = format!("{}_{}", "ghp", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef01");
+        let bare = ["wJalrXUtnFEMI", "/K7MDENG/bPxRfiCY", "EXAMPLEKEY"].concat();
+        let cases = [
+            (format!("key={example}"), "aws-access-token"),
+            (format!("x-api-key: {filler}"), "generic-api-key"),
+            (format!("file contents:\n{short_pat}\n"), "vendor-token-prefix"),
+            (format!("blob={}", bare.bytes().map(|b| format!("{b:02x}")).collect::<String>()), "aws-secret-access-key"),
+            ("q=%25252541%25252549".to_string(), TOO_DEEP_ID),
+        ];
+        for (text, rule) in &cases {
+            assert!(ids(Mode::Standard, text).is_empty(), "standard: {text}: {:?}", ids(Mode::Standard, text));
+            assert_eq!(ids(Mode::Strict, text), [(rule.to_string(), Confidence::Low)], "strict: {text}");
+        }
+        // A live-shaped token: both modes, and strict reports it as standard's (high).
+        let pat = format!("t={}_{}", "ghp", "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0LzXcVb");
+        assert_eq!(ids(Mode::Standard, &pat), [("github-pat".to_string(), Confidence::High)]);
+        assert_eq!(ids(Mode::Strict, &pat), [("github-pat".to_string(), Confidence::High)]);
+        // A held token percent-encoded four times over: three layers decoded leave its
+        // every-byte-escaped form, which is one of its needles.
+        let token = "tok-live-0123456789abcdef";
+        let known = KnownSecrets::new([crate::Secret::new(token)]);
+        let four: String = token.bytes().map(|b| format!("%252525{b:02X}")).collect();
+        let found = scan_outbound(None, Some(&known), Mode::Standard, format!("k={four}").as_bytes());
+        assert!(found.iter().any(|f| f.rule_id == "known-secret"), "{found:?}");
+    }
+}

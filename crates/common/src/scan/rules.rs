@@ -17,9 +17,10 @@ use serde::Deserialize;
 use super::{Confidence, Finding, ScanError, assign_lines, entropy, redact};
 
 const BUILTIN_TOML: &str = include_str!("rules.toml");
-/// Rules that match any assignment to a secret-sounding name, the stronger first; any other
-/// rule is specific.
-const GENERIC_IDS: [&str; 2] = ["generic-api-key", "generic-named-value"];
+/// Rules less specific than the others, the stronger first: the strict-only vendor prefix (a
+/// token of the right format says more), and the ones that match any assignment to a
+/// secret-sounding name; any other rule is specific.
+const GENERIC_IDS: [&str; 3] = ["vendor-token-prefix", "generic-api-key", "generic-named-value"];
 
 static BUILTIN: LazyLock<Rules> = LazyLock::new(|| {
     // The built-in file is part of the source tree and covered by tests; failing here is a bug.
@@ -656,10 +657,19 @@ impl Rules {
                     continue;
                 }
                 let s = secret.as_bytes();
+                // Too little entropy to be random... unless strict mode, which reads the shape:
+                // 16 or more bytes with letters and digits is a key's shape however it is filled
+                // (`SG.FAKE_TEST_KEY_0000…`); strict alone then decides it.
+                let mut low_entropy = false;
                 if let Some(min) = rule.entropy
                     && entropy(s) <= min
                 {
-                    continue;
+                    let key_shaped =
+                        s.len() >= 16 && s.iter().any(u8::is_ascii_alphabetic) && s.iter().any(u8::is_ascii_digit);
+                    if !(strict && key_shaped) {
+                        continue;
+                    }
+                    low_entropy = true;
                 }
                 let line_start = data[..whole.start()].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
                 let line_end =
@@ -676,6 +686,9 @@ impl Rules {
                     // nothing about the shape (`strict = true`) still excuse.
                     (true, _, Some(true)) => continue,
                     (true, true, _) | (true, false, Some(false)) => Confidence::Low,
+                    // A strict-only rule's finding, or one its entropy would have excused, is
+                    // strict's own too.
+                    (true, false, None) if rule.strict_only || low_entropy => Confidence::Low,
                     (false, true, _) => continue,
                     (false, false, Some(_)) if !ctx.low_confidence => continue,
                     (false, false, Some(_)) => Confidence::Low,
