@@ -61,7 +61,7 @@ struct Opts {
 
 /// A child process stopped on drop: SIGTERM first (nginx's master then stops its workers; a
 /// SIGKILLed master would orphan them), SIGKILL after 5 s.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 impl Drop for Proc {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
@@ -78,7 +78,7 @@ impl Drop for Proc {
     }
 }
 
-fn sh(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn sh(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -91,7 +91,7 @@ fn openssl(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// CA `name`.crt/.key in `dir`.
-fn ca(dir: &Path, name: &str) -> anyhow::Result<()> {
+pub(crate) fn ca(dir: &Path, name: &str) -> anyhow::Result<()> {
     let p = |s: &str| dir.join(format!("{name}.{s}")).display().to_string();
     openssl(&[
         "req",
@@ -118,6 +118,11 @@ fn ca(dir: &Path, name: &str) -> anyhow::Result<()> {
 
 /// Leaf `name`.crt/.key for 127.0.0.1 signed by CA `by`.
 fn leaf(dir: &Path, name: &str, by: &str) -> anyhow::Result<()> {
+    leaf_for(dir, name, by, "IP:127.0.0.1,DNS:up.test")
+}
+
+/// Leaf `name`.crt/.key with the subjectAltName `sans` (`IP:…,DNS:…`) signed by CA `by`.
+pub(crate) fn leaf_for(dir: &Path, name: &str, by: &str, sans: &str) -> anyhow::Result<()> {
     let p = |n: &str, s: &str| dir.join(format!("{n}.{s}")).display().to_string();
     openssl(&[
         "req",
@@ -133,7 +138,7 @@ fn leaf(dir: &Path, name: &str, by: &str) -> anyhow::Result<()> {
         "-out",
         &p(name, "csr"),
     ])?;
-    std::fs::write(dir.join(format!("{name}.ext")), "subjectAltName=IP:127.0.0.1,DNS:up.test\n")?;
+    std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName={sans}\n"))?;
     openssl(&[
         "x509",
         "-req",
@@ -153,11 +158,11 @@ fn leaf(dir: &Path, name: &str, by: &str) -> anyhow::Result<()> {
     ])
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
     for _ in 0..300 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Ok(());

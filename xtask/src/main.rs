@@ -1,6 +1,7 @@
 //! Developer tasks that are programs rather than tests: `cargo xtask bench <what>`.
 //! Each benchmark runs the contenders side by side in one run and prints ratios.
 
+mod bench_aeb;
 mod bench_egress;
 mod bench_gate;
 mod bench_scan;
@@ -40,6 +41,11 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The agent-egress-bench corpus' proxy cases through egress-proxy (CORPUS: a checkout).
+    Aeb {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(Bench::Scan { args }) => bench_scan::run(args),
         Cmd::Bench(Bench::Egress { args }) => bench_egress::run(args),
         Cmd::Bench(Bench::Gate { args }) => bench_gate::run(args),
+        Cmd::Bench(Bench::Aeb { args }) => bench_aeb::run(args),
     }
 }
