@@ -11,7 +11,9 @@ use std::sync::LazyLock;
 
 use common::Secret;
 use common::formats::routes::{DlpConfig, DlpDetector, DlpMode};
-use common::scan::{Confidence, Finding, KnownSecrets, Mode, Rules, StreamScanner, scan_outbound};
+use common::scan::{
+    Confidence, Finding, KnownSecrets, Mode, Rules, StreamScanner, scan_outbound, scan_outbound_every_byte,
+};
 
 /// One match, with byte offsets into the scanned data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,22 +80,52 @@ impl Engine {
         scan_outbound(rules, known, mode(cfg.mode), data).into_iter().map(Hit::from_finding).collect()
     }
 
-    /// Strict mode (with the token patterns on): the labels of `host` (as the agent wrote it)
-    /// that read as encoded data, with offsets into `host`.
+    /// What `host` (as the agent wrote it) carries in its labels, with offsets into `host`:
+    /// - the labels before the domain a route names, read as one text (the dots taken out, as
+    ///   the DNS server that receives them would put a value split across labels back
+    ///   together) and again with `-` read as `_` (a host name cannot carry `_`, so a token whose
+    ///   prefix has one travels with a `-`): a held secret in either, and in strict mode a
+    ///   rule's match, reported over all of those labels;
+    /// - strict mode (with the token patterns on): the labels that read as encoded data.
     pub(crate) fn scan_host(&self, cfg: &DlpConfig, host: &str) -> Vec<Hit> {
+        let mut out = self.scan_joined_labels(cfg, host);
         if cfg.mode != DlpMode::Strict || !cfg.outbound.contains(&DlpDetector::TokenPatterns) {
+            return out;
+        }
+        out.extend(encoded_labels(host).into_iter().map(|(start, end)| Hit {
+            rule_id: HOST_LABEL_ID.to_string(),
+            start,
+            end,
+            redacted: common::scan::redact(&host.as_bytes()[start..end]),
+            mode: Mode::Strict,
+        }));
+        out
+    }
+
+    /// The first part of [`Engine::scan_host`].
+    fn scan_joined_labels(&self, cfg: &DlpConfig, host: &str) -> Vec<Hit> {
+        let Some(end) = subdomain_end(host) else { return Vec::new() };
+        let rules =
+            (cfg.mode == DlpMode::Strict && cfg.outbound.contains(&DlpDetector::TokenPatterns)).then_some(self.rules);
+        let known = cfg.outbound.contains(&DlpDetector::KnownSecrets).then_some(&self.known);
+        if rules.is_none() && known.is_none() {
             return Vec::new();
         }
-        encoded_labels(host)
-            .into_iter()
-            .map(|(start, end)| Hit {
-                rule_id: HOST_LABEL_ID.to_string(),
-                start,
-                end,
-                redacted: common::scan::redact(&host.as_bytes()[start..end]),
-                mode: Mode::Strict,
-            })
-            .collect()
+        let joined: Vec<u8> = host[..end].bytes().filter(|&b| b != b'.').collect();
+        let underscored: Vec<u8> = joined.iter().map(|&b| if b == b'-' { b'_' } else { b }).collect();
+        let mut found: Vec<Finding> = scan_outbound_every_byte(rules, known, mode(cfg.mode), &joined);
+        if underscored != joined {
+            found.extend(scan_outbound_every_byte(rules, known, mode(cfg.mode), &underscored));
+        }
+        let mut out: Vec<Hit> = Vec::new();
+        for f in found {
+            if out.iter().any(|h| h.rule_id == f.rule_id) {
+                continue;
+            }
+            let redacted = common::scan::redact(&host.as_bytes()[..end]);
+            out.push(Hit { start: 0, end, redacted, ..Hit::from_finding(f) });
+        }
+        out
     }
 
     /// A scanner for data that arrives in pieces (WebSocket frames) with the route's detectors
@@ -108,6 +140,14 @@ impl Engine {
         )
         .mode(mode(cfg.mode))
     }
+}
+
+/// Where the labels before the domain a route names (all but the last two) end in `host`, if
+/// there are any.
+fn subdomain_end(host: &str) -> Option<usize> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let last_two = host.rmatch_indices('.').nth(1)?.0;
+    (last_two > 0).then_some(last_two)
 }
 
 /// Spans of `host`'s labels that read as encoded data (the agent chooses the labels a wildcard
@@ -318,5 +358,47 @@ mod tests {
             e.scan_host(&cfg(&[DlpDetector::TokenPatterns], DlpMode::Standard), "JBSWY3DPEHPK3PXP.a.test").is_empty()
         );
         assert_eq!(e.scan_host(&both(), "JBSWY3DPEHPK3PXP.a.test")[0].mode, Mode::Strict);
+    }
+
+    #[test]
+    fn a_value_split_across_host_labels_is_read_whole() {
+        let e = engine();
+        let rule = |host: &str, mode| -> Vec<String> {
+            e.scan_host(&cfg(&[DlpDetector::TokenPatterns], mode), host).into_iter().map(|h| h.rule_id).collect()
+        };
+        // A vendor token cut into labels, its `_` carried as `-` (built at run time so the
+        // repository itself holds no credential-shaped text).
+        let body = "0123456789abcdefghijABCDEFGHIJ012345";
+        let host =
+            format!("{}-{}.{}.{}.{}.exfil.evil.test", "ghp", &body[..8], &body[8..18], &body[18..28], &body[28..]);
+        assert!(rule(&host, DlpMode::Strict).contains(&"vendor-token-prefix".to_string()), "{host}");
+        // Its shape is enough in strict mode, whatever the body looks like.
+        let host = format!("{}-abcdefgh.ijklmnop.qrstuvwx.yzabcdef.exfil.evil.test", "gho");
+        let hits = e.scan_host(&both(), &host);
+        assert!(hits.iter().any(|h| h.start == 0 && h.end == host.len() - ".evil.test".len()), "{hits:?}");
+        assert!(rule(&host, DlpMode::Standard).is_empty(), "standard mode reads no rule in a host");
+        // A held secret split across labels, in either mode.
+        let host = format!("{}.{}.{}.exfil.evil.test", &T[..8], &T[8..16], &T[16..]);
+        for mode in [DlpMode::Strict, DlpMode::Standard] {
+            let hits = e.scan_host(&cfg(&[DlpDetector::KnownSecrets], mode), &host);
+            assert_eq!(hits.iter().map(|h| h.rule_id.as_str()).collect::<Vec<_>>(), ["known-secret"], "{mode:?}");
+            assert_eq!(hits[0].mode, Mode::Standard);
+        }
+        for host in [
+            "api.github.com",
+            "cdnjs.cloudflare.com",
+            "my-bucket-name.s3.us-west-2.amazonaws.com",
+            "sk.example.com",
+            "gh-pages.docs.example.com",
+            "a1b2c3d4.e5f6.example.com",
+            "www.example.com.",
+            "localhost",
+            "10.0.0.1",
+        ] {
+            assert!(e.scan_host(&both(), host).iter().all(|h| h.rule_id == HOST_LABEL_ID), "{host}");
+        }
+        assert_eq!(subdomain_end("a.b.example.com"), Some(3));
+        assert_eq!(subdomain_end("example.com"), None);
+        assert_eq!(subdomain_end("x.example.com."), Some(1));
     }
 }

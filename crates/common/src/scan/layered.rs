@@ -50,6 +50,21 @@ pub fn scan_outbound(rules: Option<&Rules>, known: Option<&KnownSecrets>, mode: 
     out
 }
 
+/// [`scan_outbound`] with the rules read over every byte of `data`, not only around the runs
+/// that look like a token: for a short text (a host name's labels) in which a value without a
+/// digit or a capital, which those windows pass over, is still worth a strict-mode finding.
+pub fn scan_outbound_every_byte(
+    rules: Option<&Rules>,
+    known: Option<&KnownSecrets>,
+    mode: Mode,
+    data: &[u8],
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    scan_into(rules, known, Context::default(), mode == Mode::Strict, false, data, &mut out);
+    out.sort_by(|a, b| (a.start, a.end, &a.rule_id).cmp(&(b.start, b.end, &b.rule_id)));
+    out
+}
+
 /// Unsorted findings in `data` and its encoded layers, the weaker of overlapping ones dropped.
 /// `windowed`: the rules only look where a credential could be (around the runs that look like
 /// one, [`windows`]), as egress DLP reads; else everywhere their keywords occur, as the git gate
@@ -178,5 +193,20 @@ mod tests {
         let four: String = token.bytes().map(|b| format!("%252525{b:02X}")).collect();
         let found = scan_outbound(None, Some(&known), Mode::Standard, format!("k={four}").as_bytes());
         assert!(found.iter().any(|f| f.rule_id == "known-secret"), "{found:?}");
+    }
+
+    #[test]
+    fn every_byte_reads_what_the_windows_pass_over() {
+        // A token's shape with a body of lower-case letters only: no run the windows look at.
+        let text = format!("{}_{}", "gho", "abcdefghijklmnopqrstuvwxyzabcd");
+        let every = |mode| {
+            scan_outbound_every_byte(Some(Rules::builtin()), None, mode, text.as_bytes())
+                .into_iter()
+                .map(|f| (f.rule_id, f.confidence))
+                .collect::<Vec<_>>()
+        };
+        assert!(ids(Mode::Strict, &text).is_empty(), "{:?}", ids(Mode::Strict, &text));
+        assert_eq!(every(Mode::Strict), [("vendor-token-prefix".to_string(), Confidence::Low)]);
+        assert!(every(Mode::Standard).is_empty());
     }
 }

@@ -22,7 +22,7 @@ mod rules;
 mod stream;
 
 pub use known::KnownSecrets;
-pub use layered::{Mode, TOO_DEEP_ID, scan_outbound};
+pub use layered::{Mode, TOO_DEEP_ID, scan_outbound, scan_outbound_every_byte};
 pub use payment::{BITCOIN_ADDRESS_ID, BITCOIN_KEY_ID, CARD_ID, IBAN_ID};
 pub use rules::{Context, Rules, reads_like_identifier};
 pub use stream::StreamScanner;
