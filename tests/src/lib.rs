@@ -66,11 +66,12 @@ pub fn sidecar_image() -> String {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let built = rt
             .block_on(async {
-                let images = orchestrator::image::DockerImages::connect().await?;
+                let engine = orchestrator::engine::docker::DockerEngine::connect().await?;
                 orchestrator::image::ensure(
-                    &images,
+                    &engine,
                     &dir,
                     orchestrator::image::DEFAULT_BASE_IMAGE,
+                    None,
                     &mut |line: String| eprintln!("  {line}"),
                 )
                 .await

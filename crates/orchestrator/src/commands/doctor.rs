@@ -2,9 +2,13 @@
 //! Exit 1 when the Docker backend cannot work here.
 
 use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::image::{BINARIES, DEFAULT_BASE_IMAGE, DockerImages, Images};
-use crate::process::Cmd;
+use crate::engine::Engine;
+use crate::engine::docker::DockerEngine;
+use crate::home::Home;
+use crate::image::{BINARIES, DEFAULT_BASE_IMAGE, Images};
 
 struct Check {
     what: &'static str,
@@ -14,8 +18,10 @@ struct Check {
     required: bool,
 }
 
-fn tool_version(program: &str, arg: &str) -> Result<String, String> {
-    match Cmd::new(program).arg(arg).output() {
+async fn tool_version(program: &str, arg: &str) -> Result<String, String> {
+    let mut cmd = common::proc::Cmd::new(program, Path::new("/"), Duration::from_secs(10));
+    cmd.arg(arg);
+    match cmd.output().await {
         Ok(out) if out.status.success() || !out.stderr.is_empty() => {
             let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
             Ok(String::from_utf8_lossy(&text).lines().next().unwrap_or_default().to_string())
@@ -25,24 +31,34 @@ fn tool_version(program: &str, arg: &str) -> Result<String, String> {
     }
 }
 
-fn on_path(program: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
-}
-
-pub fn run() -> anyhow::Result<()> {
+pub async fn run(home: &Home) -> anyhow::Result<ExitCode> {
     let mut checks = Vec::new();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let docker = rt.block_on(DockerImages::connect());
+    let docker = DockerEngine::connect().await;
     match &docker {
         Ok(d) => {
-            let version = rt.block_on(d.0.version()).ok().and_then(|v| v.version).unwrap_or_default();
+            let info = d.info().await.unwrap_or_default();
             checks.push(Check {
                 what: "docker engine",
                 ok: true,
-                detail: format!("answers (version {version})"),
+                detail: format!("answers (version {})", info.version),
                 required: true,
             });
-            let base = rt.block_on(d.image_id(DEFAULT_BASE_IMAGE));
+            let runsc = info.runtimes.iter().any(|r| r == "runsc");
+            checks.push(Check {
+                what: "gVisor (runsc)",
+                ok: runsc,
+                detail: if runsc {
+                    "the engine has it: agents run under runsc".into()
+                } else {
+                    format!(
+                        "not offered by the engine (runtimes: {}); agents use runc — optional, install gVisor and \
+                         register runsc with dockerd for an extra wall",
+                        info.runtimes.join(", ")
+                    )
+                },
+                required: false,
+            });
+            let base = d.image_id(DEFAULT_BASE_IMAGE).await;
             checks.push(match base {
                 Ok(Some(_)) => {
                     Check { what: "base image", ok: true, detail: DEFAULT_BASE_IMAGE.into(), required: true }
@@ -74,32 +90,38 @@ pub fn run() -> anyhow::Result<()> {
         },
         required: true,
     });
-    for (what, program, arg, hint) in [
-        ("git", "git", "--version", "apt-get install git"),
-        ("ssh client", "ssh", "-V", "apt-get install openssh-client"),
-    ] {
-        checks.push(match tool_version(program, arg) {
-            Ok(v) => Check { what, ok: true, detail: v, required: true },
-            Err(e) => Check { what, ok: false, detail: format!("{e}: {hint}"), required: true },
+    if let Ok(d) = &docker
+        && missing.is_empty()
+    {
+        let tag = crate::image::tag(d, &bin_dir, DEFAULT_BASE_IMAGE, Some(&home.cache_dir())).await;
+        checks.push(match tag {
+            Ok(tag) => match d.image_id(&tag).await {
+                Ok(Some(_)) => Check { what: "sidecar image", ok: true, detail: tag, required: false },
+                _ => Check {
+                    what: "sidecar image",
+                    ok: false,
+                    detail: format!("{tag} not built yet: `bot-bottle image build` (or the first start builds it)"),
+                    required: false,
+                },
+            },
+            Err(e) => Check { what: "sidecar image", ok: false, detail: format!("{e:#}"), required: false },
         });
     }
-    checks.push(match on_path("ssh-keygen") {
-        Some(p) => Check { what: "ssh-keygen", ok: true, detail: p.display().to_string(), required: true },
-        None => Check {
-            what: "ssh-keygen",
-            ok: false,
-            detail: "not found: apt-get install openssh-client".into(),
-            required: true,
-        },
-    });
     let kvm = Path::new("/dev/kvm").exists();
     checks.push(Check {
         what: "kvm (smolvm backend)",
         ok: kvm,
-        detail: if kvm { "/dev/kvm present".into() } else { "no /dev/kvm: bottles use the docker backend".into() },
+        detail: if kvm {
+            "/dev/kvm present (whether a VM boots is not tested yet: bottles use the docker backend)".into()
+        } else {
+            "no /dev/kvm: bottles use the docker backend".into()
+        },
         required: false,
     });
-    let smolvm = tool_version("smolvm", "--version").or_else(|_| tool_version("smol-vmm", "--version"));
+    let smolvm = match tool_version("smolvm", "--version").await {
+        Ok(v) => Ok(v),
+        Err(_) => tool_version("smol-vmm", "--version").await,
+    };
     checks.push(match smolvm {
         Ok(v) => Check { what: "smolvm", ok: true, detail: v, required: false },
         Err(_) => Check {
@@ -109,6 +131,7 @@ pub fn run() -> anyhow::Result<()> {
             required: false,
         },
     });
+    checks.push(free_disk(home));
     let mut failed = false;
     for c in &checks {
         let mark = match (c.ok, c.required) {
@@ -122,5 +145,33 @@ pub fn run() -> anyhow::Result<()> {
     if failed {
         anyhow::bail!("this host cannot run docker bottles yet (see FAIL lines above)");
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Free space where bottles keep their state (and, usually, where Docker keeps images).
+fn free_disk(home: &Home) -> Check {
+    const NEED: u64 = 2 << 30;
+    let mut dir = home.root().to_path_buf();
+    while !dir.exists() {
+        if !dir.pop() {
+            break;
+        }
+    }
+    match nix::sys::statvfs::statvfs(&dir) {
+        Ok(s) => {
+            let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+            Check {
+                what: "free disk",
+                ok: free >= NEED,
+                detail: format!(
+                    "{:.1} GiB free at {}{}",
+                    free as f64 / (1u64 << 30) as f64,
+                    dir.display(),
+                    if free >= NEED { "" } else { ": images and bottles need a few GiB; free some space" }
+                ),
+                required: false,
+            }
+        }
+        Err(e) => Check { what: "free disk", ok: false, detail: format!("{}: {e}", dir.display()), required: false },
+    }
 }
