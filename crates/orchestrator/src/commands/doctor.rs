@@ -159,7 +159,7 @@ fn free_disk(home: &Home) -> Check {
     }
     match nix::sys::statvfs::statvfs(&dir) {
         Ok(s) => {
-            let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+            let free = s.blocks_available() * s.fragment_size();
             Check {
                 what: "free disk",
                 ok: free >= NEED,

@@ -221,7 +221,13 @@ async fn bundle(l: &Launch<'_>, ledger: &Ledger, secrets: &Secrets) -> anyhow::R
             .iter()
             .map(|m| Bind { source: m.source.clone(), target: m.target.clone(), read_only: m.read_only })
             .collect(),
-        tmpfs: b.tmpfs.iter().map(|t| (t.clone(), format!("rw,nosuid,nodev,mode=0700,uid={uid},gid={gid}"))).collect(),
+        // `exec`: git runs the gate's pre-receive hook from its data directory (the engine's
+        // tmpfs default is noexec, and git skips a hook it cannot execute).
+        tmpfs: b
+            .tmpfs
+            .iter()
+            .map(|t| (t.clone(), format!("rw,exec,nosuid,nodev,mode=0700,uid={uid},gid={gid}")))
+            .collect(),
         network: l.plan.network.egress.name.clone(),
         extra_hosts: b.extra_hosts.clone(),
         read_only_root: b.read_only_root,

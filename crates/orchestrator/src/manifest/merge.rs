@@ -96,7 +96,7 @@ impl<'a, 'p> Loader<'a, 'p> {
                 .push(Problem { at, message: format!("no bottle {name:?}: {} does not exist", file.display()) });
             return None;
         }
-        let parsed = parse_file::<BottleFile>(&file, self.problems, |b, p| validate::bottle(b, p));
+        let parsed = parse_file::<BottleFile>(&file, self.problems, validate::bottle);
         // Even a file with problems has its parents read, so that all problems are reported.
         let parents = match &parsed {
             Some(p) => p

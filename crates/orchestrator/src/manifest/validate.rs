@@ -347,6 +347,16 @@ fn split_route_key(key: &str) -> (Option<usize>, String) {
     (n.parse().ok(), tail.to_string())
 }
 
+/// `.matches[0].paths` → `/matches/0/paths`.
+fn key_to_pointer(key: &str) -> String {
+    let mut out = String::new();
+    for part in key.split(['.', '[']).filter(|p| !p.is_empty()) {
+        out.push('/');
+        out.push_str(&escape(part.trim_end_matches(']')));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,14 +385,4 @@ mod tests {
         assert!(parse_host_key("ssh-ed25519 not-base64!").is_none());
         assert!(parse_host_key("github.com ssh-ed25519 AAAA").is_none());
     }
-}
-
-/// `.matches[0].paths` → `/matches/0/paths`.
-fn key_to_pointer(key: &str) -> String {
-    let mut out = String::new();
-    for part in key.split(['.', '[']).filter(|p| !p.is_empty()) {
-        out.push('/');
-        out.push_str(&escape(part.trim_end_matches(']')));
-    }
-    out
 }
