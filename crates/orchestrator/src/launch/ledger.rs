@@ -38,6 +38,16 @@ pub enum Undo {
 }
 
 impl Undo {
+    /// The kind of undo, for timings: `remove_container`, `remove_network`, ….
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Undo::RemoveDir { .. } => "remove_dir",
+            Undo::RemoveNetwork { .. } => "remove_network",
+            Undo::RemoveContainer { .. } => "remove_container",
+            Undo::KeepAudit { .. } => "keep_audit",
+        }
+    }
+
     /// A short description for messages.
     pub fn describe(&self) -> String {
         match self {
