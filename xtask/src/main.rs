@@ -3,6 +3,7 @@
 
 mod bench_egress;
 mod bench_gate;
+mod bench_launch;
 mod bench_scan;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,11 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// `bot-bottle start --headless` to the agent's first command, and teardown, per step.
+    Launch {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(Bench::Scan { args }) => bench_scan::run(args),
         Cmd::Bench(Bench::Egress { args }) => bench_egress::run(args),
         Cmd::Bench(Bench::Gate { args }) => bench_gate::run(args),
+        Cmd::Bench(Bench::Launch { args }) => bench_launch::run(args),
     }
 }
