@@ -334,3 +334,74 @@ fn dry_run_touches_nothing_and_bad_manifests_say_where() {
     assert!(err.contains("bottles/e2e.md:23: egres: unknown key"), "{err}");
     assert_eq!(w.leftovers(), Vec::<String>::new());
 }
+
+/// Without `--headless` the operator's terminal is the agent's: keys in (raw), output out, the
+/// window's size followed; the agent's exit ends the bottle and tears it down.
+#[test]
+fn interactive_start_gives_the_terminal_to_the_agent() {
+    if !docker_available() {
+        return;
+    }
+    let w = World::new();
+    let dir = w.tmp.path();
+    std::fs::write(
+        dir.join("agent.sh"),
+        "read -r -p 'your name? ' name; echo \"hello, $name\"; echo \"size $(stty size)\"; exit 5\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("run.sh"),
+        format!(
+            "export BOT_BOTTLE_HOME={home} BOT_BOTTLE_BIN_DIR={bin} {var}={token} RUST_LOG=warn\n\
+             {bb} start scripted --prompt \"$(cat {dir}/agent.sh)\"\necho \"EXIT=$?\"\nsleep 60\n",
+            home = w.home.display(),
+            bin = tests::bin_dir().display(),
+            var = tests::bottle::TOKEN_VAR,
+            token = w.token,
+            bb = tests::bin_dir().join("bot-bottle").display(),
+            dir = dir.display(),
+        ),
+    )
+    .unwrap();
+    let session = format!("bb-{}", w.home_id());
+    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().unwrap();
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "bash",
+        dir.join("run.sh").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "tmux: {}", String::from_utf8_lossy(&out.stderr));
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+        }
+    }
+    let _kill = Kill(session.clone());
+    let screen = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned();
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let s = screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} on the screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("your name?");
+    tmux(&["send-keys", "-t", &session, "world", "Enter"]);
+    let s = wait_for("EXIT=");
+    assert!(s.contains("hello, world"), "{s}");
+    assert!(s.contains("size 30 100"), "the agent's terminal has the window's size:\n{s}");
+    assert!(s.contains("EXIT=5"), "the agent's exit code is bot-bottle's:\n{s}");
+    assert_eq!(w.leftovers(), Vec::<String>::new());
+}
