@@ -82,13 +82,29 @@ impl Images for DockerEngine {
             .buildargs(build_args)
             .build();
         let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(context.into())));
+        // Each step's headline goes to `progress`, not every line a step prints (an apt-get
+        // step prints hundreds); the last lines are kept for a failure's message.
+        let mut recent = std::collections::VecDeque::with_capacity(40);
         while let Some(item) = stream.next().await {
-            let info = item.with_context(|| format!("building {tag}"))?;
+            let failed = |message: String, recent: std::collections::VecDeque<String>| {
+                let output: Vec<String> = recent.into_iter().collect();
+                anyhow::anyhow!("building {tag}: {}\n  {}", message.trim(), output.join("\n  "))
+            };
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => return Err(failed(e.to_string(), recent)),
+            };
             if let Some(detail) = info.error_detail {
-                bail!("building {tag}: {}", detail.message.unwrap_or_default().trim());
+                return Err(failed(detail.message.unwrap_or_default(), recent));
             }
-            if let Some(line) = info.stream.as_deref().map(str::trim_end).filter(|l| !l.is_empty()) {
-                progress(line.to_string());
+            for line in info.stream.as_deref().unwrap_or_default().lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                if line.starts_with("Step ") || line.starts_with("Successfully") {
+                    progress(line.to_string());
+                }
+                if recent.len() == 40 {
+                    recent.pop_front();
+                }
+                recent.push_back(line.to_string());
             }
         }
         Ok(())
