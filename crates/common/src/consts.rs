@@ -23,9 +23,6 @@ pub mod path {
     pub const GIT_GATE_CREDS: &str = "/etc/bot-bottle/git-gate/creds";
     pub const QUEUE_DIR: &str = "/run/bot-bottle/queue";
     pub const GIT_GATE_DATA: &str = "/var/lib/git-gate";
-    /// Where the orchestrator mounts (read-only) the bottle's supervise bearer token, named to
-    /// supervise by `SUPERVISE_AUTH_TOKEN_FILE`.
-    pub const SUPERVISE_TOKEN_FILE: &str = "/etc/bot-bottle/supervise/token";
     /// Where the image puts the daemon binaries.
     pub const BIN_DIR: &str = "/usr/local/bin";
 }
@@ -47,11 +44,6 @@ pub mod env {
     pub const EGRESS_TOKEN_PREFIX: &str = "EGRESS_TOKEN_";
     /// Orchestrator home directory (default `~/.bot-bottle`).
     pub const HOME: &str = "BOT_BOTTLE_HOME";
-    /// supervise: a file holding the bearer token every MCP request must carry.
-    pub const SUPERVISE_AUTH_TOKEN_FILE: &str = "SUPERVISE_AUTH_TOKEN_FILE";
-    /// supervise: CSV of extra hosts accepted in `Host` (besides loopback and the bundle's own
-    /// names and addresses), e.g. the bundle's network alias the agent's MCP URL names.
-    pub const SUPERVISE_ALLOWED_HOSTS: &str = "SUPERVISE_ALLOWED_HOSTS";
     /// Log output format for every daemon: `text` or `json`.
     pub const LOG_FORMAT: &str = "BOT_BOTTLE_LOG_FORMAT";
     /// In the agent: the file holding its prompt (the agent manifest's body, then `--prompt`).
