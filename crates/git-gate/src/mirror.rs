@@ -88,7 +88,7 @@ impl Mirror {
             self.run(c, "init --bare").await?;
         }
         let hooks = self.path.join("hooks");
-        let settings: [(&str, String); 12] = [
+        let settings: [(&str, String); 13] = [
             ("remote.origin.url", self.repo.url.clone()),
             ("http.receivepack", "true".into()),
             ("http.uploadpack", "true".into()),
@@ -101,7 +101,13 @@ impl Mirror {
             ("receive.denyDeletes", "false".into()),
             ("receive.advertisePushOptions", "false".into()),
             ("gc.autoDetach", "false".into()),
-            ("transfer.fsckObjects", "false".into()),
+            // Every object a push brings is checked by `git fsck` before the hook runs
+            // (malformed headers, `.git` or `..` in a tree, bad modes, ...): an object the
+            // scanner and the upstream could read differently never gets that far. receive-pack
+            // refuses such a push naming the object and the check. The upstream's own history
+            // is not re-checked on fetch (it is what it is; old repositories carry warnings).
+            ("receive.fsckObjects", "true".into()),
+            ("fetch.fsckObjects", "false".into()),
         ];
         for (k, v) in settings {
             let mut c = self.git(LOCAL_TIMEOUT);
