@@ -122,3 +122,37 @@ fn git_gate_in_the_image_forwards_clean_pushes_over_ssh_and_refuses_secrets() {
     c.signal("TERM");
     assert_eq!(c.wait_exit(Duration::from_secs(30)), 0, "{}", c.logs());
 }
+
+/// git runs no hook it cannot execute (it warns and goes on), so a gate whose data directory is
+/// on a `noexec` mount would take pushes unscanned. It must refuse to start instead, before it
+/// says it is listening, with a configuration exit that bundle-init does not retry.
+#[test]
+fn git_gate_refuses_to_start_when_its_hook_cannot_run() {
+    if !docker_available() {
+        return;
+    }
+    let image = sidecar_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let gate_dir = tmp.path().join("git-gate");
+    std::fs::create_dir_all(&gate_dir).unwrap();
+    std::fs::write(
+        gate_dir.join("config.json"),
+        r#"{"version":1,"user":{"name":"agent","email":"agent@bottle.invalid"},
+            "repos":[{"name":"app","url":"file:///upstream/app.git"}]}"#,
+    )
+    .unwrap();
+    let c = Container::run(&[
+        "-e",
+        "BUNDLE_DAEMONS=git-gate",
+        "--tmpfs",
+        &format!("/var/lib/git-gate:rw,noexec,uid={BUNDLE_UID},gid={BUNDLE_UID}"),
+        "-v",
+        &format!("{}:/etc/bot-bottle/git-gate:ro", gate_dir.display()),
+        &image,
+    ]);
+    let code = c.wait_exit(Duration::from_secs(60));
+    let logs = c.logs();
+    assert_eq!(code, 64, "a gate that cannot run its hook is a configuration error:\n{logs}");
+    assert!(logs.contains("pre-receive hook") && logs.contains("cannot be executed"), "{logs}");
+    assert!(!logs.contains("[git-gate] listening on"), "never announced:\n{logs}");
+}

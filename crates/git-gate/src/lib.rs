@@ -21,4 +21,4 @@ pub mod serve;
 pub mod upstream;
 pub mod verdict;
 
-pub use serve::{ServeConfig, run};
+pub use serve::{Prepared, ServeConfig, prepare, run, serve};

@@ -36,6 +36,12 @@ pub enum MirrorError {
     Upstream { repo: String, url: String, detail: String },
     #[error("repo {repo}: writing {path}: {source}")]
     Io { repo: String, path: PathBuf, source: std::io::Error },
+    /// git skips a hook it cannot execute and takes the push unscanned: never serve then.
+    #[error(
+        "repo {repo}: the pre-receive hook {path} cannot be executed ({source}); is the data directory on a \
+         noexec mount? refusing to serve, since git would take pushes without scanning them"
+    )]
+    HookNotExecutable { repo: String, path: PathBuf, source: nix::errno::Errno },
 }
 
 #[derive(Default)]
@@ -144,6 +150,10 @@ impl Mirror {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(|e| io(&tmp, e))?;
         }
         std::fs::rename(&tmp, &hook).map_err(|e| io(&hook, e))?;
+        // access(2) answers for the mount too: EACCES on a noexec filesystem.
+        nix::unistd::access(&hook, nix::unistd::AccessFlags::X_OK).map_err(|source| {
+            MirrorError::HookNotExecutable { repo: self.name().into(), path: hook.clone(), source }
+        })?;
         Ok(())
     }
 
