@@ -7,6 +7,9 @@
 //! - [`Container`]: `docker run -d`, with helpers to read logs, publish ports, exec and stop;
 //!   removed on drop.
 
+// Tests drive real programs (git, curl, docker, sshd, the binaries under test) directly.
+#![allow(clippy::disallowed_methods)]
+
 pub mod bottle;
 
 use std::net::SocketAddr;

@@ -39,7 +39,6 @@ struct Run {
 
 fn launch(bb: &Path, home: &Path, bin: &Path) -> anyhow::Result<Run> {
     let start = Instant::now();
-    #[allow(clippy::disallowed_methods)] // a benchmark drives the CLI as a user would
     let mut child = Command::new(bb)
         .args(["start", "bench", "--headless", "--prompt", "go", "--timings"])
         .env("BOT_BOTTLE_HOME", home)
@@ -83,7 +82,6 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
     let o = parse(args)?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
     eprintln!("building the release binaries...");
-    #[allow(clippy::disallowed_methods)]
     let built = Command::new(env!("CARGO"))
         .current_dir(&workspace)
         .args(["build", "--release", "-q", "--workspace", "--bins"])
@@ -113,7 +111,6 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
     for i in 0..o.runs {
         // Alternate with the baseline so load from elsewhere falls on both alike.
         let t = Instant::now();
-        #[allow(clippy::disallowed_methods)]
         let s = Command::new("docker")
             .args(["run", "--rm", "--network", "none", "debian:bookworm-slim", "true"])
             .stdout(Stdio::null())

@@ -1,6 +1,9 @@
 //! Developer tasks that are programs rather than tests: `cargo xtask bench <what>`.
 //! Each benchmark runs the contenders side by side in one run and prints ratios.
 
+// Benchmarks drive real programs (the contenders, load generators, docker) directly.
+#![allow(clippy::disallowed_methods)]
+
 mod bench_egress;
 mod bench_gate;
 mod bench_launch;

@@ -215,6 +215,9 @@ struct Daemon {
 }
 
 fn spawn(spec: &Spec) -> std::io::Result<Pid> {
+    // PID 1 reaps every child with waitpid(-1); a child from common::proc (tokio) would have its
+    // exit status stolen by that loop.
+    #[allow(clippy::disallowed_methods)]
     let mut child = Command::new(&spec.argv[0])
         .args(&spec.argv[1..])
         .stdin(Stdio::null())

@@ -610,6 +610,7 @@ mod tests {
     }
 
     /// The added lines' numbers as the stock `git diff` reports them (`-U0` hunk headers).
+    #[allow(clippy::disallowed_methods)] // the test compares with the real git diff
     fn git_added(dir: &Path, old: &str, new: &str) -> Vec<u32> {
         std::fs::write(dir.join("old"), old).unwrap();
         std::fs::write(dir.join("new"), new).unwrap();

@@ -97,7 +97,8 @@ impl Images for DockerEngine {
             if let Some(detail) = info.error_detail {
                 return Err(failed(detail.message.unwrap_or_default(), recent));
             }
-            for line in info.stream.as_deref().unwrap_or_default().lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+            for line in info.stream.as_deref().unwrap_or_default().lines().map(str::trim_end).filter(|l| !l.is_empty())
+            {
                 if line.starts_with("Step ") || line.starts_with("Successfully") {
                     progress(line.to_string());
                 }
