@@ -84,7 +84,7 @@ pub struct Surroundings {
     pub routes_mounted: bool,
 }
 
-/// The in-bundle command line of each daemon (contracts.md paths and ports).
+/// The in-bundle command line of each daemon (docs/interfaces.md: paths and ports).
 fn default_argv(name: &str, bin_dir: &Path, around: &Surroundings) -> Vec<String> {
     let bin = |b: &str| bin_dir.join(b).display().to_string();
     let mut argv: Vec<String> = match name {

@@ -1,6 +1,6 @@
 //! Constants of the sidecar bundle: ports, in-container paths and environment variable names.
 //!
-//! These are the fixed points of `contracts.md`; every crate takes them from here.
+//! These are the fixed points of docs/interfaces.md; every crate takes them from here.
 
 /// Ports the daemons listen on inside the bundle.
 pub mod port {
