@@ -405,3 +405,56 @@ fn interactive_start_gives_the_terminal_to_the_agent() {
     assert!(s.contains("EXIT=5"), "the agent's exit code is bot-bottle's:\n{s}");
     assert_eq!(w.leftovers(), Vec::<String>::new());
 }
+
+/// `provisioned_key: true`: a key minted for this bottle is registered on the forge (whose keys
+/// are all the sshd upstream trusts), the gate pushes with it, and it is deleted at teardown.
+#[test]
+fn a_provisioned_deploy_key_pushes_and_is_revoked() {
+    if !docker_available() {
+        return;
+    }
+    let w = World::new();
+    let forge = tests::bottle::Forge::start(&w.forge_token);
+    forge.standin.authorized_keys(w.upstream.authorized_keys.clone());
+    let repo = format!(
+        "url: {}\n      host_key: {}\n      provisioned_key: true\n      \
+         forge: {{kind: gitea, api: \"{}\", repo: org/app, token_ref: {}}}",
+        w.upstream.url(),
+        w.upstream.host_key,
+        forge.standin.gitea_api(),
+        tests::bottle::FORGE_TOKEN_VAR
+    );
+    w.write_bottle_with_repo("e2e", &repo, "");
+    let url = w.upstream.url();
+    let out = w.run(
+        &format!(
+            "{PRELUDE}\ncd ~ && git clone -q {url} app && cd app && echo x > minted.txt && git add minted.txt && \
+             git commit -qm 'pushed with the minted key' && git push -q origin main && check push landed || check push failed\n"
+        ),
+        &[],
+    );
+    let ctx = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(checks(&String::from_utf8_lossy(&out.stdout)).get("push").map(String::as_str), Some("landed"), "{ctx}");
+    assert_eq!(w.upstream.log(), ["pushed with the minted key", "init"]);
+    let calls: Vec<String> = forge.standin.calls().iter().map(|c| format!("{} {}", c.method, c.status)).collect();
+    assert_eq!(calls, ["POST 201", "DELETE 204"], "{ctx}");
+    assert!(forge.standin.keys().is_empty(), "revoked at teardown");
+    assert_eq!(std::fs::read_to_string(&w.upstream.authorized_keys).unwrap(), "", "sshd trusts nothing now");
+    assert!(!ctx.contains(&w.forge_token), "the forge token never shows");
+    assert_eq!(w.leftovers(), Vec::<String>::new());
+
+    // A launch killed with -9 strands its key; cleanup revokes it.
+    let mut child = w.spawn("sleep 120", &["--label", "stranded"]);
+    let _err = collect_stderr(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while forge.standin.keys().is_empty() {
+        assert!(Instant::now() < deadline, "no key was registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(forge.standin.keys().len(), 1, "the killed launch left its key on the forge");
+    tests::must(&mut w.cmd(&["cleanup"]));
+    assert!(forge.standin.keys().is_empty(), "cleanup revoked the stranded key");
+    assert_eq!(w.leftovers(), Vec::<String>::new());
+}

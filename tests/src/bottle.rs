@@ -162,6 +162,8 @@ impl Traps {
 /// commit, and the deploy key the bottle's gate pushes with.
 pub struct GitUpstream {
     _sshd: Sshd,
+    /// The file sshd takes authorized keys from (re-read on every connection).
+    pub authorized_keys: PathBuf,
     pub port: u16,
     pub repo: PathBuf,
     pub identity: PathBuf,
@@ -185,7 +187,14 @@ impl GitUpstream {
         must(git(&seed).args(["add", "README.md"]));
         must(git(&seed).args(["commit", "-qm", "init"]));
         must(git(&seed).args(["push", "-q", repo.to_str().unwrap(), "main"]));
-        GitUpstream { _sshd: sshd, port, repo, identity, host_key: Sshd::host_key(dir) }
+        GitUpstream {
+            _sshd: sshd,
+            authorized_keys: dir.join("authorized_keys"),
+            port,
+            repo,
+            identity,
+            host_key: Sshd::host_key(dir),
+        }
     }
 
     /// `ssh://root@git.test:<port>/…/app.git`: `git.test` is pinned to the host gateway.
@@ -209,6 +218,8 @@ pub struct World {
     pub traps: Traps,
     pub upstream: GitUpstream,
     pub token: String,
+    /// The forge token bot-bottle gets (for provisioned keys).
+    pub forge_token: String,
 }
 
 impl World {
@@ -224,7 +235,8 @@ impl World {
         let mut rnd = [0u8; 12];
         std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut rnd).unwrap();
         let token = format!("{TOKEN_PREFIX}{}", rnd.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let w = World { tmp, home, gateway, api, traps, upstream, token };
+        let forge_token = format!("forge-e2e-{}", &token[TOKEN_PREFIX.len()..]);
+        let w = World { tmp, home, gateway, api, traps, upstream, token, forge_token };
         w.write_bottle("e2e", "");
         std::fs::write(w.home.join("agents/scripted.md"), "---\nbottle: e2e\n---\n").unwrap();
         w
@@ -232,17 +244,25 @@ impl World {
 
     /// Writes bottle `name` (the standard one, plus `extra` YAML lines at the top level).
     pub fn write_bottle(&self, name: &str, extra: &str) {
+        let repo = format!(
+            "url: {url}\n      identity: {identity}\n      host_key: {host_key}",
+            url = self.upstream.url(),
+            identity = self.upstream.identity.display(),
+            host_key = self.upstream.host_key,
+        );
+        self.write_bottle_with_repo(name, &repo, extra);
+    }
+
+    /// Writes bottle `name` with `repo` as the keys of its `app` repository.
+    pub fn write_bottle_with_repo(&self, name: &str, repo: &str, extra: &str) {
         let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/agent/Dockerfile");
         let text = format!(
             "---\nhosts:\n  api.test: host-gateway\n  other.test: host-gateway\n  late.test: host-gateway\n  git.test: host-gateway\n\
              egress:\n  upstream_ca: {ca}\n  routes:\n    - host: api.test\n      port: {port}\n      auth: {{token_ref: {TOKEN_VAR}}}\n\
-             git-gate:\n  repos:\n    app:\n      url: {url}\n      identity: {identity}\n      host_key: {host_key}\n\
+             git-gate:\n  repos:\n    app:\n      {repo}\n\
              agent_provider:\n  template: command\n  dockerfile: {dockerfile}\n  command: [bash, /etc/bot-bottle/prompt.md]\n{extra}---\n",
             ca = self.api.ca.display(),
             port = self.api.port,
-            url = self.upstream.url(),
-            identity = self.upstream.identity.display(),
-            host_key = self.upstream.host_key,
             dockerfile = dockerfile.display(),
         );
         std::fs::write(self.home.join(format!("bottles/{name}.md")), text).unwrap();
@@ -255,6 +275,7 @@ impl World {
             .env("BOT_BOTTLE_HOME", &self.home)
             .env("BOT_BOTTLE_BIN_DIR", bin_dir())
             .env(TOKEN_VAR, &self.token)
+            .env(FORGE_TOKEN_VAR, &self.forge_token)
             .env("RUST_LOG", "warn")
             .current_dir(self.tmp.path())
             .stdin(Stdio::null());
@@ -357,3 +378,21 @@ code() {
   if [ "${1:-000}" != 000 ]; then echo "$1"; else echo "${2:-000}"; fi
 }
 "#;
+
+/// The forge stand-in (`orchestrator::forge::standin`) on its own runtime, for a test that is
+/// not async.
+pub struct Forge {
+    pub standin: orchestrator::forge::standin::StandIn,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// The host variable holding the forge token in these tests.
+pub const FORGE_TOKEN_VAR: &str = "BOT_BOTTLE_E2E_FORGE";
+
+impl Forge {
+    pub fn start(token: &str) -> Forge {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let standin = rt.block_on(orchestrator::forge::standin::StandIn::start(token));
+        Forge { standin, _rt: rt }
+    }
+}

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod engine;
+pub mod forge;
 pub mod home;
 pub mod image;
 pub mod launch;

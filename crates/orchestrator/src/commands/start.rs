@@ -100,7 +100,9 @@ pub async fn run(args: StartArgs, home: &Home) -> anyhow::Result<ExitCode> {
             r = up_and_run(&l, &ledger, &secrets, &sidecar, &plan, started) => Outcome::Finished(r),
             sig = signals.next() => Outcome::Signal(sig),
         };
-        let errors = launch::teardown(&engine, &plan.slug, &ledger.entries(), &timings).await;
+        let tokens =
+            |var: &str| secrets.forge_token(var).cloned().or_else(|| std::env::var(var).ok().map(common::Secret::new));
+        let errors = launch::teardown(&engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
         report_teardown(&plan, &errors);
         let failed_teardown = !errors.is_empty();
         match outcome {

@@ -36,6 +36,10 @@ pub async fn gather(
         sidecar_image,
         runsc: info.runtimes.iter().any(|r| r == "runsc"),
         env_present,
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown-host".into()),
     })
 }
 

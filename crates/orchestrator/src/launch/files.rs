@@ -89,6 +89,9 @@ pub fn write_state(
         make_dir(&plan.state_dir.join(dir), mode, reader, owners)?;
     }
     for f in &plan.files {
+        if matches!(f.content, FileContent::ProvisionedKey { .. }) {
+            continue; // the `keys` step writes it once the forge has the public half
+        }
         let path = plan.state_dir.join(&f.path);
         let bytes: Vec<u8> = match &f.content {
             FileContent::Text { text } => text.clone().into_bytes(),
@@ -103,6 +106,7 @@ pub fn write_state(
             }
             // Until the image's roots are known, the bottle CA alone; see `write_ca_bundle`.
             FileContent::CaBundle => provision::ca_bundle("", &ca.cert).into_bytes(),
+            FileContent::ProvisionedKey { .. } => unreachable!("skipped above"),
         };
         write(&path, &bytes, f.reader, owners)?;
     }

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::types::ForgeKind;
+
 /// How to undo one step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "undo", rename_all = "snake_case")]
@@ -35,6 +37,16 @@ pub enum Undo {
         to: PathBuf,
         bottle: String,
     },
+    /// Delete a provisioned deploy key from its forge (always last in a teardown). The token is
+    /// read again from host variable `token_ref`, never stored.
+    RevokeKey {
+        kind: ForgeKind,
+        api: String,
+        repo: String,
+        id: u64,
+        title: String,
+        token_ref: String,
+    },
 }
 
 impl Undo {
@@ -45,6 +57,7 @@ impl Undo {
             Undo::RemoveNetwork { .. } => "remove_network",
             Undo::RemoveContainer { .. } => "remove_container",
             Undo::KeepAudit { .. } => "keep_audit",
+            Undo::RevokeKey { .. } => "revoke_key",
         }
     }
 
@@ -55,6 +68,7 @@ impl Undo {
             Undo::RemoveNetwork { name, .. } => format!("remove network {name}"),
             Undo::RemoveContainer { name, .. } => format!("remove container {name}"),
             Undo::KeepAudit { to, .. } => format!("append the egress audit log to {}", to.display()),
+            Undo::RevokeKey { api, repo, id, .. } => format!("revoke deploy key {id} of {repo} on {api}"),
         }
     }
 }

@@ -2,13 +2,14 @@
 //! sealed bottle, and its undo.
 //!
 //! ```text
-//! state → images → networks → bundle ‖ (agent → firewall) → ready → run
+//! state → keys → images → networks → bundle ‖ (agent → firewall) → ready → run
 //! ```
 //!
 //! Every step that leaves something behind records how to undo it in the [`Ledger`] before the
 //! launch moves on; teardown replays the ledger in reverse, then sweeps anything still carrying
 //! the bottle's label (an object whose creation was interrupted before it could be recorded), and
-//! reports every error it met rather than stopping at the first.
+//! reports every error it met rather than stopping at the first. Provisioned deploy keys are
+//! revoked last, whatever else failed: a stranded key is what the operator must hear about.
 
 pub mod facts;
 mod files;
@@ -29,10 +30,11 @@ pub use secrets::Secrets;
 
 use crate::agent::{AgentRuntime, Prepared, Progress};
 use crate::engine::{Bind, ContainerSpec, Engine, EngineError, ExecIo, NetworkSpec};
+use crate::forge::ForgeClient;
 use crate::plan::{BottlePlan, Reader};
 
 /// The launch steps, in order (the plan lists them; `--timings` reports each).
-pub const STEPS: [&str; 8] = ["state", "images", "networks", "bundle", "agent", "firewall", "ready", "run"];
+pub const STEPS: [&str; 9] = ["state", "keys", "images", "networks", "bundle", "agent", "firewall", "ready", "run"];
 
 /// How long the bundle gets to drain on teardown before it is killed.
 pub const BUNDLE_GRACE: Duration = Duration::from_secs(3);
@@ -125,6 +127,7 @@ pub fn begin(plan: &BottlePlan, owner: &str, created_at: &str, secrets: &Secrets
 pub async fn up(l: &Launch<'_>, ledger: &Ledger, secrets: &Secrets, sidecar: &Sidecar) -> Result<Ready, EngineError> {
     let plan = l.plan;
     let t = l.timings;
+    t.step("keys", provision_keys(l, ledger, secrets)).await?;
     let prepared = t
         .step("images", async {
             let mut lines = |line: String| (l.progress)(format!("  {line}"));
@@ -188,6 +191,37 @@ pub async fn up(l: &Launch<'_>, ledger: &Ledger, secrets: &Secrets, sidecar: &Si
     })
     .await?;
     Ok(Ready { agent, prepared })
+}
+
+/// The `keys` step: for each provisioned repository, a fresh ed25519 key registered on its
+/// forge; the key's forge id is in the ledger before anything else happens, then the private
+/// half is written for the bundle.
+async fn provision_keys(l: &Launch<'_>, ledger: &Ledger, secrets: &Secrets) -> anyhow::Result<()> {
+    let owners = Owners::for_plan(l.plan, l.euid);
+    for k in &l.plan.keys {
+        let token = secrets
+            .forge_token(&k.forge.token_ref)
+            .with_context(|| format!("the forge token {} was not read", k.forge.token_ref))?;
+        let forge = ForgeClient::new(k.forge.kind, &k.forge.api, &k.forge.repo, token.clone())?;
+        let pair = crate::forge::mint_key(&k.title)?;
+        let id = forge.create_key(&k.title, &pair.public).await?;
+        ledger.record(Undo::RevokeKey {
+            kind: k.forge.kind,
+            api: k.forge.api.clone(),
+            repo: k.forge.repo.clone(),
+            id,
+            title: k.title.clone(),
+            token_ref: k.forge.token_ref.clone(),
+        })?;
+        (l.progress)(format!("deploy key {id} (\"{}\") registered on {} for {}", k.title, k.forge.api, k.forge.repo));
+        files::write(
+            &l.plan.state_dir.join(&k.file),
+            pair.private_openssh.expose().as_bytes(),
+            Reader::Bundle,
+            &owners,
+        )?;
+    }
+    Ok(())
 }
 
 async fn network(engine: &dyn Engine, spec: &NetworkSpec, ledger: &Ledger) -> Result<(), EngineError> {
@@ -262,17 +296,25 @@ pub async fn run(l: &Launch<'_>, ready: &Ready, io: ExecIo) -> anyhow::Result<i6
     l.timings.step("run", l.runtime.run(l.plan, &ready.prepared, &ready.agent, io)).await
 }
 
-/// Undoes `entries` in reverse, then removes whatever else carries the bottle's label. Every
-/// error is collected; none stops the rest.
+/// Undoes `entries` in reverse, then removes whatever else carries the bottle's label, then —
+/// last, whatever failed before — revokes provisioned deploy keys. Every error is collected;
+/// none stops the rest.
 ///
 /// Consecutive undos of the same kind (the containers, then the networks) run concurrently:
 /// nothing among them depends on another, and stopping the bundle while the agent is removed
-/// halves the wait.
-pub async fn teardown(engine: &dyn Engine, slug: &str, entries: &[Undo], timings: &Timings) -> Vec<String> {
+/// halves the wait. `tokens` gives a forge token by its host variable.
+pub async fn teardown(
+    engine: &dyn Engine,
+    tokens: Tokens<'_>,
+    slug: &str,
+    entries: &[Undo],
+    timings: &Timings,
+) -> Vec<String> {
     let start = Instant::now();
     let mut errors = Vec::new();
-    let reversed: Vec<&Undo> = entries.iter().rev().collect();
-    for group in reversed.chunk_by(|a, b| std::mem::discriminant(*a) == std::mem::discriminant(*b)) {
+    let (keys, rest): (Vec<&Undo>, Vec<&Undo>) =
+        entries.iter().rev().partition(|u| matches!(u, Undo::RevokeKey { .. }));
+    for group in rest.chunk_by(|a, b| std::mem::discriminant(*a) == std::mem::discriminant(*b)) {
         let t = Instant::now();
         let results = futures_util::future::join_all(group.iter().map(|u| undo_one(engine, u))).await;
         timings.record(&format!("teardown: {}", group[0].kind()), t.elapsed());
@@ -285,8 +327,33 @@ pub async fn teardown(engine: &dyn Engine, slug: &str, entries: &[Undo], timings
     let t = Instant::now();
     errors.extend(sweep(engine, slug).await);
     timings.record("teardown: sweep", t.elapsed());
+    let t = Instant::now();
+    for undo in keys {
+        if let Err(e) = revoke(undo, tokens).await {
+            errors.push(format!("{}: {e:#}", undo.describe()));
+        }
+    }
+    timings.record("teardown: revoke_key", t.elapsed());
     timings.record("teardown", start.elapsed());
     errors
+}
+
+/// A forge token by its host variable name.
+pub type Tokens<'a> = &'a (dyn Fn(&str) -> Option<common::Secret> + Send + Sync);
+
+/// Deletes a provisioned key; a 404 counts as revoked; any failure carries the manual step.
+async fn revoke(undo: &Undo, tokens: Tokens<'_>) -> anyhow::Result<()> {
+    let Undo::RevokeKey { kind, api, repo, id, title, token_ref } = undo else { return Ok(()) };
+    let Some(token) = tokens(token_ref) else {
+        anyhow::bail!(
+            "the forge token variable {token_ref} is not set, so deploy key {id} (\"{title}\") of {repo} is still \
+             registered: set it and run `bot-bottle cleanup`, or delete the key by hand: DELETE \
+             {}/repos/{repo}/keys/{id}",
+            api.trim_end_matches('/')
+        );
+    };
+    let forge = ForgeClient::new(*kind, api, repo, token)?;
+    forge.delete_key(*id).await.map(|_| ()).map_err(|e| anyhow::anyhow!("{e}; {}", forge.manual_step(*id, title)))
 }
 
 async fn undo_one(engine: &dyn Engine, undo: &Undo) -> anyhow::Result<()> {
@@ -300,6 +367,7 @@ async fn undo_one(engine: &dyn Engine, undo: &Undo) -> anyhow::Result<()> {
             engine.remove_container(id).await
         }
         Undo::KeepAudit { from, to, bottle } => keep_audit(from, to, bottle),
+        Undo::RevokeKey { .. } => unreachable!("keys are revoked after everything else"),
     }
 }
 

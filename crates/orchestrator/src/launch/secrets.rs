@@ -16,6 +16,15 @@ pub struct Secrets {
     pub agent: Vec<(String, Secret)>,
     /// This bottle's supervise token, when supervise runs.
     pub supervise_token: Option<Secret>,
+    /// Forge API tokens by host variable (they stay in this process).
+    pub forge: Vec<(String, Secret)>,
+}
+
+impl Secrets {
+    /// The forge token read from host variable `var`, if this launch read it.
+    pub fn forge_token(&self, var: &str) -> Option<&Secret> {
+        self.forge.iter().find(|(k, _)| k == var).map(|(_, v)| v)
+    }
 }
 
 /// Asks the operator for a value without echo: `(variable, prompt text)`.
@@ -36,6 +45,15 @@ impl Secrets {
                 bail!("the host variable {var} ({}) is not set", secret.purpose);
             };
             s.bundle.push((secret.name.clone(), Secret::new(value)));
+        }
+        for secret in plan.secrets.iter().filter(|s| s.to == "bot-bottle") {
+            let var = secret.source.strip_prefix("host:").context("a forge token comes from the host")?;
+            let Some(value) = host(var).filter(|v| !v.is_empty()) else {
+                bail!("the host variable {var} ({}) is not set", secret.purpose);
+            };
+            if !s.forge.iter().any(|(k, _)| k == var) {
+                s.forge.push((var.to_string(), Secret::new(value)));
+            }
         }
         for (name, src) in &resolved.env {
             let value = match &src.value {

@@ -16,6 +16,8 @@ use crate::manifest::{self, Request, Search};
 use crate::plan::{HostFacts, Options};
 
 const TOKEN: &str = "launch-test-token-7f3a9c";
+const FORGE_TOKEN: &str = "launch-test-forge-token-0b1c";
+const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -24,6 +26,22 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
+        Self::with_repo("url: file:///srv/app.git")
+    }
+
+    /// A bottle whose repository's deploy key is provisioned on the Gitea at `api`.
+    fn with_forge(api: &str) -> Fixture {
+        Self::with_forge_kind("gitea", api)
+    }
+
+    fn with_forge_kind(kind: &str, api: &str) -> Fixture {
+        Self::with_repo(&format!(
+            "url: ssh://git@git.test:22/org/app.git\n      host_key: {HOST_KEY}\n      provisioned_key: true\n      \
+             forge: {{kind: {kind}, api: \"{api}\", repo: org/app, token_ref: LAUNCH_TEST_FORGE}}"
+        ))
+    }
+
+    fn with_repo(repo: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let bins = dir.path().join("bin");
@@ -35,9 +53,11 @@ impl Fixture {
         }
         std::fs::write(
             home.join("bottles/b.md"),
-            "---\negress:\n  routes:\n    - host: api.example.com\n      auth: {token_ref: LAUNCH_TEST_TOKEN}\n\
-             git-gate:\n  repos:\n    app:\n      url: file:///srv/app.git\n\
-             agent_provider:\n  template: command\n  image: agent:1\n  command: [agent, --go]\n---\n",
+            format!(
+                "---\negress:\n  routes:\n    - host: api.example.com\n      auth: {{token_ref: LAUNCH_TEST_TOKEN}}\n\
+                 git-gate:\n  repos:\n    app:\n      {repo}\n\
+                 agent_provider:\n  template: command\n  image: agent:1\n  command: [agent, --go]\n---\n"
+            ),
         )
         .unwrap();
         std::fs::write(home.join("agents/a.md"), "---\nbottle: b\n---\nDo it.\n").unwrap();
@@ -64,10 +84,15 @@ impl Fixture {
             host_gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
             sidecar_image: crate::image::tag(engine, &self.sidecar.bin_dir, DEFAULT_BASE_IMAGE, None).await.unwrap(),
             runsc: false,
-            env_present: vec!["LAUNCH_TEST_TOKEN".into()],
+            env_present: vec!["LAUNCH_TEST_TOKEN".into(), "LAUNCH_TEST_FORGE".into()],
+            hostname: "test-host".into(),
         };
         let plan = crate::plan::plan(&r, &facts, &Options { headless: true, ..Default::default() }).unwrap();
-        let host = |k: &str| (k == "LAUNCH_TEST_TOKEN").then(|| TOKEN.to_string());
+        let host = |k: &str| match k {
+            "LAUNCH_TEST_TOKEN" => Some(TOKEN.to_string()),
+            "LAUNCH_TEST_FORGE" => Some(FORGE_TOKEN.to_string()),
+            _ => None,
+        };
         let ask = |_: &str, _: Option<&str>| -> anyhow::Result<Secret> { unreachable!("no prompts in this bottle") };
         let secrets = Secrets::gather(&plan, &r, &host, &ask).unwrap();
         (plan, secrets)
@@ -100,8 +125,12 @@ async fn launch_once(f: &Fixture, engine: &FakeEngine) -> Outcome {
     .await;
     let live_before_teardown = engine.live();
     let teardown_from = engine.calls().len();
-    let teardown_errors = teardown(engine, &plan.slug, &ledger.entries(), &timings).await;
+    let teardown_errors = teardown(engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
     Outcome { result, teardown_errors, plan, live_before_teardown, teardown_from }
+}
+
+fn tokens(var: &str) -> Option<Secret> {
+    (var == "LAUNCH_TEST_FORGE").then(|| Secret::new(FORGE_TOKEN))
 }
 
 fn creations(calls: &[String]) -> Vec<String> {
@@ -196,7 +225,7 @@ async fn the_token_reaches_only_the_bundles_environment() {
     let ca_bundle = std::fs::read_to_string(plan.state_dir.join("agent/ca-bundle.pem")).unwrap();
     assert!(ca_bundle.starts_with("FAKE SYSTEM ROOTS\n"), "the image's roots first: {ca_bundle}");
     assert!(ca_bundle.contains("BEGIN CERTIFICATE"));
-    teardown(&engine, &plan.slug, &ledger.entries(), &timings).await;
+    teardown(&engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -246,5 +275,146 @@ async fn a_failure_at_every_step_unwinds_exactly_what_was_made_in_reverse() {
             }
         }
         assert_eq!(removed, expected, "call {n}: {calls:#?}");
+    }
+}
+
+/// Provisioned deploy keys against the forge stand-in: registered before the bundle starts,
+/// deleted at teardown — also when any later step fails; a failing delete is reported with the
+/// manual step; a key the forge no longer has counts as revoked.
+mod keys {
+    use super::*;
+    use crate::forge::standin::StandIn;
+
+    #[tokio::test]
+    async fn a_provisioned_key_is_registered_used_and_deleted() {
+        let forge = StandIn::start(FORGE_TOKEN).await;
+        let f = Fixture::with_forge(&forge.gitea_api());
+        let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+        let (plan, secrets) = f.plan(&engine).await;
+        let runtime = DockerRuntime::new(&engine, f.home().cache_dir());
+        let timings = Timings::default();
+        let progress = |_: String| {};
+        let l =
+            Launch { engine: &engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
+        let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
+        up(&l, &ledger, &secrets, &f.sidecar).await.unwrap();
+        let keys = forge.keys();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].title, format!("bot-bottle:{}:test-host", plan.slug));
+        assert!(!keys[0].read_only, "a write deploy key");
+        // The bundle's key file is the private half of exactly that key; its id is in the ledger.
+        let private = std::fs::read_to_string(plan.state_dir.join("git-gate/creds/app-key")).unwrap();
+        let public = ssh_key::PrivateKey::from_openssh(&private).unwrap().public_key().to_openssh().unwrap();
+        assert_eq!(public, keys[0].key);
+        let ledger_text = std::fs::read_to_string(plan.state_dir.join("ledger.jsonl")).unwrap();
+        assert!(ledger_text.contains(&format!("\"id\":{}", keys[0].id)), "{ledger_text}");
+        assert!(!ledger_text.contains(FORGE_TOKEN) && !ledger_text.contains("PRIVATE KEY"));
+        let config = std::fs::read_to_string(plan.state_dir.join("git-gate/config.json")).unwrap();
+        assert!(config.contains("/etc/bot-bottle/git-gate/creds/app-key"), "{config}");
+        let errors = teardown(&engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(forge.keys().is_empty());
+        let calls: Vec<(String, u16)> =
+            forge.calls().iter().map(|c| (format!("{} {}", c.method, c.path), c.status)).collect();
+        assert_eq!(
+            calls,
+            [
+                ("POST /api/v1/repos/org/app/keys".to_string(), 201),
+                (format!("DELETE /api/v1/repos/org/app/keys/{}", keys[0].id), 204)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_at_any_later_step_still_deletes_the_key() {
+        let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+        let forge = StandIn::start(FORGE_TOKEN).await;
+        launch_once(&Fixture::with_forge(&forge.gitea_api()), &engine).await.result.unwrap();
+        let total = engine.changes();
+        for n in 0..total {
+            let forge = StandIn::start(FORGE_TOKEN).await;
+            let f = Fixture::with_forge(&forge.gitea_api());
+            let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+            engine.fail_at(n);
+            let o = launch_once(&f, &engine).await;
+            assert!(o.result.is_err(), "call {n}");
+            assert!(o.teardown_errors.is_empty(), "call {n}: {:?}", o.teardown_errors);
+            let posts = forge.calls().iter().filter(|c| c.method == "POST").count();
+            assert_eq!(posts, 1, "the key is registered before anything else: call {n}");
+            assert!(forge.keys().is_empty(), "call {n}: the key was left on the forge");
+            // Revocation is the last thing teardown does.
+            assert!(engine.live().is_empty(), "call {n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_delete_is_loud_and_names_the_manual_step_and_a_404_counts_as_revoked() {
+        let forge = StandIn::start(FORGE_TOKEN).await;
+        let f = Fixture::with_forge(&forge.gitea_api());
+        let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+        forge.fail_delete(500);
+        let o = launch_once(&f, &engine).await;
+        assert_eq!(o.result, Ok(0));
+        let id = forge.keys()[0].id;
+        assert_eq!(o.teardown_errors.len(), 1, "{:?}", o.teardown_errors);
+        let e = &o.teardown_errors[0];
+        assert!(e.contains("HTTP 500"), "{e}");
+        assert!(
+            e.contains(&format!("delete deploy key {id}"))
+                && e.contains(&format!("DELETE {}/repos/org/app/keys/{id}", forge.gitea_api())),
+            "{e}"
+        );
+        assert!(engine.live().is_empty() && !o.plan.state_dir.exists(), "the rest of teardown still ran");
+
+        let forge = StandIn::start(FORGE_TOKEN).await;
+        let f = Fixture::with_forge(&forge.gitea_api());
+        let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+        let (plan, secrets) = f.plan(&engine).await;
+        let runtime = DockerRuntime::new(&engine, f.home().cache_dir());
+        let timings = Timings::default();
+        let progress = |_: String| {};
+        let l =
+            Launch { engine: &engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
+        let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
+        up(&l, &ledger, &secrets, &f.sidecar).await.unwrap();
+        forge.forget(forge.keys()[0].id);
+        let errors = teardown(&engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
+        assert!(errors.is_empty(), "404 on delete counts as revoked: {errors:?}");
+        assert_eq!(forge.calls().last().unwrap().status, 404);
+    }
+
+    #[tokio::test]
+    async fn github_keys_use_its_paths_and_a_bearer_token() {
+        let forge = StandIn::start(FORGE_TOKEN).await;
+        let f = Fixture::with_forge_kind("github", &forge.github_api());
+        let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+        let o = launch_once(&f, &engine).await;
+        assert_eq!(o.result, Ok(0));
+        let calls: Vec<String> =
+            forge.calls().iter().map(|c| format!("{} {} {} {}", c.method, c.path, c.auth, c.status)).collect();
+        assert_eq!(calls, ["POST /repos/org/app/keys Bearer 201", "DELETE /repos/org/app/keys/1 Bearer 204"]);
+        let gitea = StandIn::start(FORGE_TOKEN).await;
+        launch_once(&Fixture::with_forge(&gitea.gitea_api()), &engine).await.result.unwrap();
+        assert!(gitea.calls().iter().all(|c| c.auth == "token"), "{:?}", gitea.calls());
+    }
+
+    #[tokio::test]
+    async fn refusals_by_the_forge_are_clear_and_leave_nothing() {
+        for (status, expected) in [(422, "already exists"), (403, "may not manage the repository's deploy keys")] {
+            let forge = StandIn::start(FORGE_TOKEN).await;
+            forge.fail_create(status);
+            let f = Fixture::with_forge(&forge.gitea_api());
+            let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+            let o = launch_once(&f, &engine).await;
+            let err = o.result.unwrap_err();
+            assert!(err.contains(expected) && err.contains("org/app"), "{status}: {err}");
+            assert!(o.teardown_errors.is_empty() && engine.live().is_empty() && !o.plan.state_dir.exists());
+        }
+        // A wrong token is the forge's 401, named as a permission problem.
+        let forge = StandIn::start("another-token").await;
+        let f = Fixture::with_forge(&forge.gitea_api());
+        let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+        let err = launch_once(&f, &engine).await.result.unwrap_err();
+        assert!(err.contains("HTTP 401"), "{err}");
     }
 }

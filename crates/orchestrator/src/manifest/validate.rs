@@ -304,16 +304,6 @@ pub(crate) fn merged(r: &Resolved, out: &mut Vec<Problem>) {
         }),
         Some(_) => {}
     }
-    for (name, repo) in &r.repos {
-        if repo.value.provisioned_key {
-            out.push(Problem {
-                at: repo.at.clone(),
-                message: format!(
-                    "repo {name}: provisioned deploy keys are not available in this build yet; use `identity`"
-                ),
-            });
-        }
-    }
     // The routes as routes.json will carry them, through the one routes.json validator.
     let routes: Vec<Value> = r.routes.iter().enumerate().map(|(i, route)| route_json(&route.value, i)).collect();
     let doc = json!({"version": 1, "log": r.egress_log.unwrap_or(1), "routes": routes});

@@ -62,6 +62,8 @@ pub struct HostFacts {
     pub runsc: bool,
     /// Host env vars that are set (names only).
     pub env_present: Vec<String>,
+    /// This machine's name (in provisioned keys' titles, so strays are recognisable).
+    pub hostname: String,
 }
 
 /// What the operator asked for on the command line.
@@ -92,6 +94,8 @@ pub struct BottlePlan {
     pub files: Vec<FilePlan>,
     /// Every secret value the launch reads, by name and source.
     pub secrets: Vec<SecretPlan>,
+    /// Deploy keys minted for this bottle and registered on forges (revoked at teardown).
+    pub keys: Vec<KeyPlan>,
     /// The launch steps, in order; teardown undoes them in reverse.
     pub steps: Vec<String>,
 }
@@ -239,6 +243,20 @@ pub enum FileContent {
     McpConfig { url: String },
     /// The image's system roots plus the bottle CA (read from the image at launch).
     CaBundle,
+    /// A deploy key minted at launch (the `keys` step writes it).
+    ProvisionedKey { repo: String },
+}
+
+/// A deploy key minted at launch for one repository and registered on its forge.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyPlan {
+    /// The gate's name for the repository.
+    pub repo: String,
+    pub forge: crate::manifest::types::ForgeSpec,
+    /// `bot-bottle:<slug>:<host>`.
+    pub title: String,
+    /// The private key's file, relative to the state directory.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -381,14 +399,40 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
         .unwrap_or(crate::manifest::types::GitUser { name: "agent".into(), email: "agent@bottle.invalid".into() });
     let mut files = Vec::new();
     let mut gate_repos = Vec::new();
+    let mut keys = Vec::new();
     for (name, repo) in &r.repos {
         let mut entry = serde_json::json!({"name": name, "url": repo.value.url});
+        let key_file = PathBuf::from(format!("git-gate/creds/{name}-key"));
         if let Some(id) = &repo.value.identity {
-            let rel = PathBuf::from(format!("git-gate/creds/{name}-key"));
             files.push(FilePlan {
-                path: rel,
+                path: key_file,
                 reader: Reader::Bundle,
                 content: FileContent::CopyOf { source: repo.resolve_path(id) },
+            });
+            entry["identity_file"] = format!("{}/{name}-key", path::GIT_GATE_CREDS).into();
+        } else if let (true, Some(forge)) = (repo.value.provisioned_key, &repo.value.forge) {
+            if !facts.env_present.contains(&forge.token_ref) {
+                problems.push(Problem {
+                    at: r.loc_in(repo, "/forge/token_ref"),
+                    message: format!("the host variable {} is not set", forge.token_ref),
+                });
+            }
+            secrets.push(SecretPlan {
+                name: format!("forge token for {name}"),
+                source: format!("host:{}", forge.token_ref),
+                to: "bot-bottle".into(),
+                purpose: format!("registers and deletes the deploy key of {} on {}", forge.repo, forge.api),
+            });
+            files.push(FilePlan {
+                path: key_file.clone(),
+                reader: Reader::Bundle,
+                content: FileContent::ProvisionedKey { repo: name.clone() },
+            });
+            keys.push(KeyPlan {
+                repo: name.clone(),
+                forge: forge.clone(),
+                title: format!("bot-bottle:{slug}:{}", facts.hostname),
+                file: key_file,
             });
             entry["identity_file"] = format!("{}/{name}-key", path::GIT_GATE_CREDS).into();
         }
@@ -661,6 +705,7 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
         agent,
         files,
         secrets,
+        keys,
         steps: crate::launch::STEPS.iter().map(|s| s.to_string()).collect(),
     })
 }

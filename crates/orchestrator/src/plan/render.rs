@@ -79,6 +79,7 @@ pub fn text(p: &BottlePlan) -> String {
             FileContent::SuperviseToken => "supervise token (minted)".into(),
             FileContent::McpConfig { url } => format!("MCP config for {url}"),
             FileContent::CaBundle => "image roots + bottle CA".into(),
+            FileContent::ProvisionedKey { repo } => format!("deploy key for {repo} (minted)"),
         };
         let _ = writeln!(w, "  {:<32} {:<7} {what}", f.path.display(), format!("{:?}", f.reader).to_lowercase());
     }
@@ -86,6 +87,12 @@ pub fn text(p: &BottlePlan) -> String {
         let _ = writeln!(w, "\nsecrets (values are never shown)");
         for s in &p.secrets {
             let _ = writeln!(w, "  {} <- {} (to the {}: {})", s.name, s.source, s.to, s.purpose);
+        }
+    }
+    if !p.keys.is_empty() {
+        let _ = writeln!(w, "\ndeploy keys (minted at launch, deleted from the forge at teardown)");
+        for k in &p.keys {
+            let _ = writeln!(w, "  {}: \"{}\" on {} {}", k.repo, k.title, k.forge.api, k.forge.repo);
         }
     }
     let _ = writeln!(w, "\nsteps: {}", p.steps.join(" → "));

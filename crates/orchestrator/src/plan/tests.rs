@@ -64,6 +64,7 @@ impl Fixture {
             sidecar_image: "bot-bottle-sidecars:0123456789abcdef".into(),
             runsc: false,
             env_present: vec!["PLAN_TEST_TOKEN".into(), "PLAN_TEST_HOST_VALUE".into()],
+            hostname: "workstation".into(),
         }
     }
 
