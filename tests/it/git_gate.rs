@@ -4,91 +4,10 @@
 //! bridge network, port 9420 published on 127.0.0.1) reaches it. Clone, clean push forwarded
 //! over SSH with the mounted deploy key, a secret push refused with nothing reaching upstream.
 
-use std::io::Read;
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use tests::{BUNDLE_UID, Container, docker_available, sidecar_image};
-
-fn must(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "agent")
-        .env("GIT_AUTHOR_EMAIL", "agent@bottle.invalid")
-        .env("GIT_COMMITTER_NAME", "agent")
-        .env("GIT_COMMITTER_EMAIL", "agent@bottle.invalid");
-    c
-}
-
-fn rev(repo: &Path, r: &str) -> String {
-    String::from_utf8_lossy(&must(git(repo).args(["rev-parse", r])).stdout).trim().to_string()
-}
-
-/// An sshd on `ip:<free port>` accepting `authorized_key`; killed on drop.
-struct Sshd(Child);
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_sshd(dir: &Path, ip: &str) -> (Sshd, u16) {
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    must(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join("host_key")));
-    for _ in 0..5 {
-        let port = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
-        let config = format!(
-            "Port {port}\nListenAddress {ip}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
-             PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nAllowUsers root\nLogLevel ERROR\n",
-            dir.join("host_key").display(),
-            dir.join("authorized_keys").display(),
-            dir.join("sshd.pid").display()
-        );
-        std::fs::write(dir.join("sshd_config"), config).unwrap();
-        let mut child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting /usr/sbin/sshd");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                let mut err = String::new();
-                let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-                eprintln!("sshd on {ip}:{port} exited: {err}");
-                break;
-            }
-            if TcpStream::connect((ip, port)).is_ok() {
-                return (Sshd(child), port);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("sshd did not start on {ip}");
-}
+use tests::{BUNDLE_UID, Container, Sshd, docker_available, git, host_gateway, must, rev, sidecar_image};
 
 #[test]
 fn git_gate_in_the_image_forwards_clean_pushes_over_ssh_and_refuses_secrets() {
@@ -96,25 +15,9 @@ fn git_gate_in_the_image_forwards_clean_pushes_over_ssh_and_refuses_secrets() {
         return;
     }
     let image = sidecar_image();
-    // The host as containers on the default bridge see it (`host-gateway`, the bridge's
-    // host-side address); sshd binds there, so it is reachable from the bundle and nowhere else.
-    let lookup = must(Command::new("docker").args([
-        "run",
-        "--rm",
-        "--label",
-        tests::TEST_LABEL,
-        "--add-host",
-        "host.bottle.test:host-gateway",
-        "--entrypoint",
-        "getent",
-        &image,
-        "ahostsv4",
-        "host.bottle.test",
-    ]));
-    let lookup = String::from_utf8_lossy(&lookup.stdout).into_owned();
-    let gateway = lookup.split_whitespace().next().unwrap_or_default().to_string();
-    assert!(!gateway.is_empty(), "host-gateway did not resolve in the image: {lookup:?}");
-
+    // The host as containers on the default bridge see it (`host-gateway`); sshd binds there,
+    // so it is reachable from the bundle and nowhere else.
+    let gateway = host_gateway();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let sshd_dir = root.join("sshd");
@@ -125,7 +28,7 @@ fn git_gate_in_the_image_forwards_clean_pushes_over_ssh_and_refuses_secrets() {
     std::fs::create_dir_all(&creds).unwrap();
     must(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(creds.join("app-key")));
     std::fs::copy(creds.join("app-key.pub"), sshd_dir.join("authorized_keys")).unwrap();
-    let (_sshd, port) = start_sshd(&sshd_dir, &gateway);
+    let (_sshd, port) = Sshd::start(&sshd_dir, &gateway);
     let host_pub = std::fs::read_to_string(sshd_dir.join("host_key.pub")).unwrap();
     let mut hp = host_pub.split_whitespace();
     std::fs::write(
@@ -218,4 +121,38 @@ fn git_gate_in_the_image_forwards_clean_pushes_over_ssh_and_refuses_secrets() {
 
     c.signal("TERM");
     assert_eq!(c.wait_exit(Duration::from_secs(30)), 0, "{}", c.logs());
+}
+
+/// git runs no hook it cannot execute (it warns and goes on), so a gate whose data directory is
+/// on a `noexec` mount would take pushes unscanned. It must refuse to start instead, before it
+/// says it is listening, with a configuration exit that bundle-init does not retry.
+#[test]
+fn git_gate_refuses_to_start_when_its_hook_cannot_run() {
+    if !docker_available() {
+        return;
+    }
+    let image = sidecar_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let gate_dir = tmp.path().join("git-gate");
+    std::fs::create_dir_all(&gate_dir).unwrap();
+    std::fs::write(
+        gate_dir.join("config.json"),
+        r#"{"version":1,"user":{"name":"agent","email":"agent@bottle.invalid"},
+            "repos":[{"name":"app","url":"file:///upstream/app.git"}]}"#,
+    )
+    .unwrap();
+    let c = Container::run(&[
+        "-e",
+        "BUNDLE_DAEMONS=git-gate",
+        "--tmpfs",
+        &format!("/var/lib/git-gate:rw,noexec,uid={BUNDLE_UID},gid={BUNDLE_UID}"),
+        "-v",
+        &format!("{}:/etc/bot-bottle/git-gate:ro", gate_dir.display()),
+        &image,
+    ]);
+    let code = c.wait_exit(Duration::from_secs(60));
+    let logs = c.logs();
+    assert_eq!(code, 64, "a gate that cannot run its hook is a configuration error:\n{logs}");
+    assert!(logs.contains("pre-receive hook") && logs.contains("cannot be executed"), "{logs}");
+    assert!(!logs.contains("[git-gate] listening on"), "never announced:\n{logs}");
 }

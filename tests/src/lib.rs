@@ -7,9 +7,14 @@
 //! - [`Container`]: `docker run -d`, with helpers to read logs, publish ports, exec and stop;
 //!   removed on drop.
 
+// Tests drive real programs (git, curl, docker, sshd, the binaries under test) directly.
+#![allow(clippy::disallowed_methods)]
+
+pub mod bottle;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -18,7 +23,8 @@ pub const TEST_LABEL: &str = "bot-bottle-test=1";
 /// The uid:gid the sidecar image runs as.
 pub const BUNDLE_UID: u32 = 10001;
 
-fn docker(args: &[&str]) -> Output {
+/// `docker <args>`, whatever its status.
+pub fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).output().unwrap_or_else(|e| panic!("running docker {args:?}: {e}"))
 }
 
@@ -66,11 +72,12 @@ pub fn sidecar_image() -> String {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let built = rt
             .block_on(async {
-                let images = orchestrator::image::DockerImages::connect().await?;
+                let engine = orchestrator::engine::docker::DockerEngine::connect().await?;
                 orchestrator::image::ensure(
-                    &images,
+                    &engine,
                     &dir,
                     orchestrator::image::DEFAULT_BASE_IMAGE,
+                    None,
                     &mut |line: String| eprintln!("  {line}"),
                 )
                 .await
@@ -207,5 +214,105 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = docker(&["rm", "-f", "-v", &self.id]);
+    }
+}
+
+/// Runs a command to completion, panicking with its output on failure.
+pub fn must(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The stock `git` client with no system or global config and a fixed identity.
+pub fn git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "agent")
+        .env("GIT_AUTHOR_EMAIL", "agent@bottle.invalid")
+        .env("GIT_COMMITTER_NAME", "agent")
+        .env("GIT_COMMITTER_EMAIL", "agent@bottle.invalid");
+    c
+}
+
+/// `git rev-parse <r>` in `repo`.
+pub fn rev(repo: &Path, r: &str) -> String {
+    String::from_utf8_lossy(&must(git(repo).args(["rev-parse", r])).stdout).trim().to_string()
+}
+
+/// The address `host-gateway` means to the engine: its default bridge's gateway, the host as
+/// containers see it.
+pub fn host_gateway() -> String {
+    let gw = docker_ok(&["network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"]);
+    assert!(gw.parse::<std::net::Ipv4Addr>().is_ok(), "the default bridge has no IPv4 gateway: {gw:?}");
+    gw
+}
+
+/// A real OpenSSH server on `ip:<free port>`, accepting the keys in `<dir>/authorized_keys`,
+/// with its host key at `<dir>/host_key(.pub)`. Killed on drop.
+pub struct Sshd(Child);
+
+impl Sshd {
+    pub fn start(dir: &Path, ip: &str) -> (Sshd, u16) {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        if !dir.join("host_key").exists() {
+            must(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join("host_key")));
+        }
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+            let config = format!(
+                "Port {port}\nListenAddress {ip}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+                 PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nAllowUsers root\nLogLevel ERROR\nMaxStartups 100\n",
+                dir.join("host_key").display(),
+                dir.join("authorized_keys").display(),
+                dir.join("sshd.pid").display()
+            );
+            std::fs::write(dir.join("sshd_config"), config).unwrap();
+            let mut child = Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(dir.join("sshd_config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("starting /usr/sbin/sshd");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    let mut err = String::new();
+                    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+                    eprintln!("sshd on {ip}:{port} exited: {err}");
+                    break;
+                }
+                if std::net::TcpStream::connect((ip, port)).is_ok() {
+                    return (Sshd(child), port);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("sshd did not start on {ip}");
+    }
+
+    /// `<type> <base64>` of the host key, as a bottle's `host_key` takes it.
+    pub fn host_key(dir: &Path) -> String {
+        let public = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

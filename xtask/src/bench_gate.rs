@@ -1,8 +1,10 @@
-//! `cargo xtask bench gate [--commits N] [--runs R]`: a push of N commits (default 1,000)
+//! `cargo xtask bench gate [--commits N] [--runs R] [--bin GIT_GATE]`: a push of N commits (default 1,000)
 //! through git-gate (smart HTTP → policy → secret scan → forward over SSH) vs the same push
 //! directly to the same kind of upstream over SSH, side by side in one run, on a real `sshd`
 //! started on a loopback port. Prints both times, the ratio, and how much of the gate's time was
 //! scanning (from the hook's `scanned N commits in X ms` line). Target: gate ≤ 2× direct.
+//! The pushed content is realistic (see [`push_content`]): the scan time is the real one, not
+//! the cost of skipping text without a rule keyword.
 //!
 //! Needs: root (sshd logs in as root with a generated key), /usr/sbin/sshd, ssh-keygen, git.
 //! Builds `git-gate` in release mode first.
@@ -13,14 +15,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use common::scan::corpus::FakeRng;
 
 struct Opts {
     commits: usize,
     runs: usize,
+    /// A git-gate binary to measure instead of building this tree's.
+    bin: Option<PathBuf>,
 }
 
 fn parse(args: Vec<String>) -> anyhow::Result<Opts> {
-    let mut o = Opts { commits: 1000, runs: 3 };
+    let mut o = Opts { commits: 1000, runs: 3, bin: None };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| -> anyhow::Result<usize> {
@@ -29,7 +34,8 @@ fn parse(args: Vec<String>) -> anyhow::Result<Opts> {
         match a.as_str() {
             "--commits" => o.commits = val("--commits")?,
             "--runs" => o.runs = val("--runs")?,
-            other => bail!("unknown argument {other:?} (expected --commits N, --runs R)"),
+            "--bin" => o.bin = Some(PathBuf::from(it.next().context("--bin needs a path")?)),
+            other => bail!("unknown argument {other:?} (expected --commits N, --runs R, --bin GIT_GATE)"),
         }
     }
     ensure!(o.commits > 0 && o.runs > 0, "--commits and --runs must be positive");
@@ -109,6 +115,70 @@ fn start_sshd(dir: &Path) -> anyhow::Result<(Proc, u16)> {
     Ok((p, port))
 }
 
+/// One line of Rust that talks about credentials without holding one.
+fn code_line(r: &mut FakeRng, i: usize, l: usize) -> String {
+    match r.below(8) {
+        0 => format!("    let token = settings.get(\"token_{l}\").context(\"token_{l} is not set\")?;"),
+        1 => format!("    let password_file = Path::new(\"/etc/app/password_{i}.txt\");"),
+        2 => format!("    // the api_key for worker {i} comes from the environment, never from this file"),
+        3 => format!("    if secret.len() < {} {{ return Err(Error::TooShort(\"secret\")); }}", 8 + l),
+        4 => format!("    headers.insert(AUTHORIZATION, format!(\"Bearer {{}}\", token_{l}));"),
+        5 => format!("    let checksum_{l} = \"{}\";", r.hex(64)),
+        _ => format!("fn f_{i}_{l}(x: u64) -> u64 {{ x.wrapping_mul({l}) + {i} }}"),
+    }
+}
+
+/// fast-import input for `commits` commits on `main` (the first one on top of the seed).
+fn push_content(commits: usize) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut r = FakeRng::new(0x9a7e);
+    let mut out = Vec::new();
+    let file = |out: &mut Vec<u8>, path: &str, data: &[u8]| {
+        out.extend_from_slice(format!("M 100644 inline {path}\ndata {}\n", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.push(b'\n');
+    };
+    for i in 0..commits {
+        let msg = format!("commit {i}: rotate the token cache, api_key lookup\n");
+        out.extend_from_slice(
+            format!("commit refs/heads/main\ncommitter bench <bench@bottle.invalid> {} +0000\n", 1_700_000_000 + i)
+                .as_bytes(),
+        );
+        out.extend_from_slice(format!("data {}\n{msg}", msg.len()).as_bytes());
+        if i == 0 {
+            out.extend_from_slice(b"from refs/heads/main^0\n");
+        }
+        let body: String = (0..40).map(|l| code_line(&mut r, i, l) + "\n").collect();
+        file(&mut out, &format!("src/m{}.rs", i % 50), body.as_bytes());
+        if i % 4 == 0 {
+            let yaml = format!(
+                "service: worker-{i}\npassword_file: /run/secrets/db_password\ntoken_ttl: {}\napi_key_header: X-Api-Key\n",
+                300 + r.below(3600)
+            );
+            file(&mut out, &format!("config/settings{}.yaml", i % 10), yaml.as_bytes());
+        }
+        if i % 5 == 0 {
+            let text: String = (0..20)
+                .map(|l| format!("{{\"id\": {l}, \"name\": \"item-{i}-{l}\", \"tags\": [\"a\", \"b\"]}}\n"))
+                .collect();
+            let hexed: String = text.bytes().take(64).map(|b| format!("{b:02x}")).collect();
+            let fixture = format!(
+                "data: {}\nchecksum_source: {hexed}\n",
+                base64::engine::general_purpose::STANDARD.encode(&text)
+            );
+            file(&mut out, &format!("fixtures/data{}.yaml", i % 20), fixture.as_bytes());
+        }
+        if i % 25 == 0 {
+            let mut bin = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+            bin.extend((0..16_384).map(|_| r.below(256) as u8));
+            bin.extend(format!("\0tEXtSoftware\0bench image {i}\0").as_bytes());
+            file(&mut out, &format!("assets/image{}.png", i % 8), &bin);
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
 fn bare(path: &Path, seed: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(path)?;
     run_ok(git(path).args(["init", "-q", "--bare", "-b", "main"]))?;
@@ -120,10 +190,22 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
     let opts = parse(args)?;
     let root_dir = std::env::var("CARGO_MANIFEST_DIR").map(PathBuf::from).context("run through cargo xtask")?;
     let workspace = root_dir.parent().context("workspace root")?.to_path_buf();
-    eprintln!("building git-gate (release)...");
-    run_ok(Command::new(env!("CARGO")).current_dir(&workspace).args(["build", "--release", "-q", "-p", "git-gate"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
-    let gate_bin = target.join("release/git-gate");
+    let gate_bin = match &opts.bin {
+        Some(bin) => bin.clone(),
+        None => {
+            eprintln!("building git-gate (release)...");
+            run_ok(Command::new(env!("CARGO")).current_dir(&workspace).args([
+                "build",
+                "--release",
+                "-q",
+                "-p",
+                "git-gate",
+            ]))?;
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+            target.join("release/git-gate")
+        }
+    };
 
     let tmp = tempfile::tempdir()?;
     let t = tmp.path();
@@ -150,22 +232,13 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
         seed_dir.to_str().unwrap_or_default(),
     ]))?;
     eprintln!("making {} commits...", opts.commits);
-    // fast-import keeps setup time small; the content is ordinary code-like text.
-    let mut stream = String::new();
-    for i in 0..opts.commits {
-        let body: String =
-            (0..40).map(|l| format!("fn f_{i}_{l}(x: u64) -> u64 {{ x.wrapping_mul({l}) + {i} }}\n")).collect();
-        stream.push_str(&format!(
-            "commit refs/heads/main\ncommitter bench <bench@bottle.invalid> {} +0000\ndata {}\ncommit {i}\n{}M 100644 inline src/m{}.rs\ndata {}\n{body}\n",
-            1_700_000_000 + i,
-            format!("commit {i}\n").len(),
-            if i == 0 { "from refs/heads/main^0\n".to_string() } else { String::new() },
-            i % 50,
-            body.len()
-        ));
-    }
+    // fast-import keeps setup time small. The content is what an agent pushes: source files full
+    // of rule keywords (token, password, api_key, secret), YAML settings, base64- and hex-encoded
+    // fixtures (decoded and scanned), and now and then a binary (scanned by its printable runs),
+    // so that the scan takes the time it really takes. None of it is a secret: the push must land.
+    let stream = push_content(opts.commits);
     let mut fi = git(&work).args(["fast-import", "--quiet"]).stdin(Stdio::piped()).spawn()?;
-    std::io::Write::write_all(fi.stdin.as_mut().context("fast-import stdin")?, stream.as_bytes())?;
+    std::io::Write::write_all(fi.stdin.as_mut().context("fast-import stdin")?, &stream)?;
     drop(fi.stdin.take());
     ensure!(fi.wait()?.success(), "git fast-import failed");
     let count = run_ok(git(&work).args(["rev-list", "--count", "main"]))?;

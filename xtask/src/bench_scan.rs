@@ -1,7 +1,7 @@
 //! `cargo xtask bench scan --throughput` is the DLP scanner's own micro-benchmark
 //! ([`crate::bench_throughput`]).
 //!
-//! `cargo xtask bench scan [REPO] [--commits N] [--runs R] [--keep]`: the same full git history
+//! `cargo xtask bench scan [REPO] [--commits N] [--runs R] [--keep] [--bin GIT_GATE]`: the same full git history
 //! scanned by our engine (`git-gate scan --git`), gitleaks 8.30 and kingfisher 2.14, side by
 //! side in one run. Prints wall time and peak RSS (median of R runs, via `/usr/bin/time`),
 //! findings of each, the ratios, and the gitleaks findings we do not report (by file, line and
@@ -26,10 +26,12 @@ struct Opts {
     commits: usize,
     runs: usize,
     keep: bool,
+    /// A git-gate binary to measure instead of building this tree's (e.g. an older build).
+    bin: Option<PathBuf>,
 }
 
 fn parse(args: Vec<String>) -> anyhow::Result<Opts> {
-    let mut o = Opts { repo: None, commits: 3000, runs: 3, keep: false };
+    let mut o = Opts { repo: None, commits: 3000, runs: 3, keep: false, bin: None };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| -> anyhow::Result<usize> {
@@ -39,8 +41,9 @@ fn parse(args: Vec<String>) -> anyhow::Result<Opts> {
             "--commits" => o.commits = val("--commits")?,
             "--runs" => o.runs = val("--runs")?,
             "--keep" => o.keep = true,
+            "--bin" => o.bin = Some(PathBuf::from(it.next().context("--bin needs a path")?)),
             s if !s.starts_with('-') && o.repo.is_none() => o.repo = Some(PathBuf::from(s)),
-            other => bail!("unknown argument {other:?} (expected [REPO] --commits N --runs R --keep)"),
+            other => bail!("unknown argument {other:?} (expected [REPO] --commits N --runs R --keep --bin GIT_GATE)"),
         }
     }
     ensure!(o.commits > 0 && o.runs > 0, "--commits and --runs must be positive");
@@ -267,13 +270,20 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
     }
     let o = parse(args)?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
-    eprintln!("building git-gate (release)…");
-    let st = Command::new(env!("CARGO"))
-        .current_dir(&workspace)
-        .args(["build", "--release", "-q", "-p", "git-gate"])
-        .status()?;
-    ensure!(st.success(), "cargo build --release -p git-gate failed");
-    let ours = workspace.join("target/release/git-gate");
+    let ours = match &o.bin {
+        Some(bin) => bin.clone(),
+        None => {
+            eprintln!("building git-gate (release)…");
+            let st = Command::new(env!("CARGO"))
+                .current_dir(&workspace)
+                .args(["build", "--release", "-q", "-p", "git-gate"])
+                .status()?;
+            ensure!(st.success(), "cargo build --release -p git-gate failed");
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+            target.join("release/git-gate")
+        }
+    };
 
     eprintln!("installing gitleaks and kingfisher into a venv…");
     let out = Command::new(workspace.join("scripts/venv"))

@@ -1,9 +1,13 @@
 //! Developer tasks that are programs rather than tests: `cargo xtask bench <what>`.
 //! Each benchmark runs the contenders side by side in one run and prints ratios.
 
+// Benchmarks drive real programs (the contenders, load generators, docker) directly.
+#![allow(clippy::disallowed_methods)]
+
 mod bench_aeb;
 mod bench_egress;
 mod bench_gate;
+mod bench_launch;
 mod bench_scan;
 mod bench_throughput;
 
@@ -46,6 +50,11 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// `bot-bottle start --headless` to the agent's first command, and teardown, per step.
+    Launch {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(Bench::Egress { args }) => bench_egress::run(args),
         Cmd::Bench(Bench::Gate { args }) => bench_gate::run(args),
         Cmd::Bench(Bench::Aeb { args }) => bench_aeb::run(args),
+        Cmd::Bench(Bench::Launch { args }) => bench_launch::run(args),
     }
 }

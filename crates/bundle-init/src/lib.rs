@@ -84,7 +84,7 @@ pub struct Surroundings {
     pub routes_mounted: bool,
 }
 
-/// The in-bundle command line of each daemon (contracts.md paths and ports).
+/// The in-bundle command line of each daemon (docs/interfaces.md: paths and ports).
 fn default_argv(name: &str, bin_dir: &Path, around: &Surroundings) -> Vec<String> {
     let bin = |b: &str| bin_dir.join(b).display().to_string();
     let mut argv: Vec<String> = match name {
@@ -215,6 +215,9 @@ struct Daemon {
 }
 
 fn spawn(spec: &Spec) -> std::io::Result<Pid> {
+    // PID 1 reaps every child with waitpid(-1); a child from common::proc (tokio) would have its
+    // exit status stolen by that loop.
+    #[allow(clippy::disallowed_methods)]
     let mut child = Command::new(&spec.argv[0])
         .args(&spec.argv[1..])
         .stdin(Stdio::null())

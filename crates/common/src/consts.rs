@@ -1,6 +1,6 @@
 //! Constants of the sidecar bundle: ports, in-container paths and environment variable names.
 //!
-//! These are the fixed points of `contracts.md`; every crate takes them from here.
+//! These are the fixed points of docs/interfaces.md; every crate takes them from here.
 
 /// Ports the daemons listen on inside the bundle.
 pub mod port {
@@ -46,6 +46,30 @@ pub mod env {
     pub const HOME: &str = "BOT_BOTTLE_HOME";
     /// Log output format for every daemon: `text` or `json`.
     pub const LOG_FORMAT: &str = "BOT_BOTTLE_LOG_FORMAT";
+    /// In the agent: the file holding its prompt (the agent manifest's body, then `--prompt`).
+    pub const PROMPT_FILE: &str = "BOT_BOTTLE_PROMPT_FILE";
+    /// In the agent: the git gate's base URL (`http://<bundle>:9420`).
+    pub const GIT_GATE_URL: &str = "GIT_GATE_URL";
+    /// In the agent: the supervise MCP endpoint (`http://<bundle>:9100/mcp`).
+    pub const MCP_SUPERVISE_URL: &str = "MCP_SUPERVISE_URL";
+    /// In the agent: the bottle's supervise token (sent as `Authorization: Bearer`).
+    pub const MCP_SUPERVISE_TOKEN: &str = "MCP_SUPERVISE_TOKEN";
+    /// In the bundle: the file holding the token every supervise request must carry.
+    pub const SUPERVISE_AUTH_TOKEN_FILE: &str = "SUPERVISE_AUTH_TOKEN_FILE";
+    /// In the bundle: Host names supervise accepts besides its defaults (CSV).
+    pub const SUPERVISE_ALLOWED_HOSTS: &str = "SUPERVISE_ALLOWED_HOSTS";
+}
+
+/// Labels on every Docker object of a bottle.
+pub mod label {
+    /// The bottle's slug.
+    pub const SLUG: &str = "bot-bottle.slug";
+    /// Which home launched it (a hash of the home's path): `cleanup` never touches another's.
+    pub const HOME: &str = "bot-bottle.home";
+    /// The launching process, `<pid>:<start time>`: gone means the object is an orphan.
+    pub const OWNER: &str = "bot-bottle.owner";
+    /// What the object is in its bottle: `bundle`, `agent`, `firewall`, `internal`, `egress`.
+    pub const ROLE: &str = "bot-bottle.role";
 }
 
 /// The names `BUNDLE_DAEMONS` accepts, with the binary each one runs.

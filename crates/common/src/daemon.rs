@@ -1,4 +1,4 @@
-//! Process conventions every daemon shares (contracts.md, "Common to every daemon"):
+//! Process conventions every daemon shares (docs/interfaces.md, "Every daemon"):
 //! flag parsing with exit code 64 on bad usage, the one `listening on IP:PORT` line on stdout,
 //! and the error → exit-code mapping.
 //!

@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod consts;
 pub mod daemon;
 pub mod formats;
+pub mod proc;
 pub mod queue;
 pub mod scan;
 pub mod secret;

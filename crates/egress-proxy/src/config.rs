@@ -16,7 +16,7 @@ use rustls::RootCertStore;
 
 use crate::tls::{self, Mint};
 
-/// `egress-proxy` command line (contracts.md "egress-proxy").
+/// `egress-proxy` command line (docs/interfaces.md, "egress-proxy").
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "egress-proxy",

@@ -3,9 +3,12 @@
 //!
 //! 1. read the ref updates from stdin;
 //! 2. ref policy ([`crate::policy`]) for every update — all refusals are reported at once;
-//! 3. secret scan of every commit the push introduces (reachable from the new tips and from no
-//!    ref the mirror has), opened through the environment so quarantined objects are visible;
-//! 4. forward the very same updates upstream (`git push --atomic`, leased on the old values)
+//! 3. secret scan of everything the push brings (ref names, every tag of a chain, every commit
+//!    reachable from the new tips and from no ref the mirror has: header, message, new paths,
+//!    added text and binary content), opened through the environment so quarantined objects
+//!    are visible (receive-pack has already run fsck over them: `receive.fsckObjects`);
+//! 4. [`verdict`]: forward, hold for the operator, or refuse;
+//! 5. forward the very same updates upstream (`git push --atomic`, leased on the old values)
 //!    from inside the quarantine, so the push carries exactly the scanned objects.
 //!
 //! Exit 0 only when upstream accepted; receive-pack then updates the mirror's refs and tells
@@ -22,8 +25,9 @@ use common::formats::git_gate::RepoConfig;
 
 use crate::policy::{self, Change};
 use crate::proc::Cmd;
-use crate::scan::{Confidence, GitFinding};
+use crate::scan::{Confidence, GitFinding, GitScanError};
 use crate::upstream::{RefUpdate, push_args, transport_env};
+use crate::verdict::{Refusal, Verdict, verdict};
 
 /// Env var naming config.json for the hook (set by the hook script the gate writes).
 pub const ENV_CONFIG: &str = "GIT_GATE_HOOK_CONFIG";
@@ -47,15 +51,53 @@ pub struct Hold {
 
 impl Hold {
     /// The hold the serving gate configured, from the hook's environment.
-    fn from_env() -> Result<Option<Hold>, String> {
+    fn from_env() -> Result<Option<Hold>, HookError> {
         let Some(queue) = std::env::var_os(ENV_QUEUE) else { return Ok(None) };
-        let bottle = std::env::var(ENV_BOTTLE).map_err(|_| format!("{ENV_QUEUE} is set but {ENV_BOTTLE} is not"))?;
+        let bottle = std::env::var(ENV_BOTTLE)
+            .map_err(|_| HookError::Env(format!("{ENV_QUEUE} is set but {ENV_BOTTLE} is not")))?;
         let timeout_secs = std::env::var(ENV_HOLD_SECS)
             .ok()
             .and_then(|v| v.parse().ok())
-            .ok_or(format!("{ENV_HOLD_SECS} is not a number of seconds"))?;
+            .ok_or_else(|| HookError::Env(format!("{ENV_HOLD_SECS} is not a number of seconds")))?;
         Ok(Some(Hold { queue: PathBuf::from(queue), bottle, timeout_secs }))
     }
+}
+
+/// Why a push did not go upstream. Every message is what the client sees after `git-gate: `.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("push refused: {0}")]
+    Env(String),
+    #[error("push refused: {0}")]
+    Config(#[from] common::formats::FormatError),
+    #[error("push refused: repo {0:?} is not in the gate's config")]
+    UnknownRepo(String),
+    #[error("push refused: reading ref updates: {0}")]
+    ReadUpdates(std::io::Error),
+    #[error("push refused: malformed ref update {0:?}")]
+    MalformedUpdate(String),
+    #[error("push refused: opening the repository: {0}")]
+    Open(GitScanError),
+    #[error("push refused: bad object id {id}: {source}")]
+    ObjectId { id: String, source: git2::Error },
+    #[error("push refused: the secret scan failed: {0}")]
+    Scan(GitScanError),
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("push rejected: filing it for the operator in {queue}: {source}")]
+    File { queue: PathBuf, source: std::io::Error },
+    #[error("push rejected by the operator{notes}; nothing was sent upstream")]
+    Rejected { notes: String },
+    #[error("push rejected: no answer from the operator within {0} s; nothing was sent upstream")]
+    Unanswered(u64),
+    #[error("push rejected: the operator's answer is unreadable ({0}); nothing was sent upstream")]
+    Unreadable(common::formats::FormatError),
+    #[error("push refused: {what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+    #[error("push not forwarded: {0}")]
+    Forward(crate::proc::ProcError),
+    #[error("upstream refused the push; the gate's refs are unchanged")]
+    Upstream,
 }
 
 /// Bound on forwarding a push upstream.
@@ -75,91 +117,95 @@ fn say(msg: impl std::fmt::Display) {
 pub fn pre_receive() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            say(msg);
+        Err(e) => {
+            say(e);
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> Result<(), String> {
-    let config_path = std::env::var_os(ENV_CONFIG).map(PathBuf::from).ok_or(format!("{ENV_CONFIG} is not set"))?;
-    let name = std::env::var(ENV_REPO).map_err(|_| format!("{ENV_REPO} is not set"))?;
-    let config = GitGateConfig::load(&config_path).map_err(|e| format!("push refused: {e}"))?;
-    let repo_cfg = config.repo(&name).ok_or(format!("push refused: repo {name:?} is not in the gate's config"))?;
-
+/// The ref updates of a push, one `<old> <new> <ref>` line each.
+fn read_updates(input: impl BufRead) -> Result<Vec<RefUpdate>, HookError> {
     let mut updates = Vec::new();
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| format!("push refused: reading ref updates: {e}"))?;
+    for line in input.lines() {
+        let line = line.map_err(HookError::ReadUpdates)?;
         if line.trim().is_empty() {
             continue;
         }
-        updates.push(RefUpdate::parse(&line).ok_or(format!("push refused: malformed ref update {line:?}"))?);
+        updates.push(RefUpdate::parse(&line).ok_or(HookError::MalformedUpdate(line))?);
     }
+    Ok(updates)
+}
+
+fn run() -> Result<(), HookError> {
+    let config_path = std::env::var_os(ENV_CONFIG)
+        .map(PathBuf::from)
+        .ok_or_else(|| HookError::Env(format!("{ENV_CONFIG} is not set")))?;
+    let name = std::env::var(ENV_REPO).map_err(|_| HookError::Env(format!("{ENV_REPO} is not set")))?;
+    let config = GitGateConfig::load(&config_path)?;
+    let repo_cfg = config.repo(&name).ok_or_else(|| HookError::UnknownRepo(name.clone()))?;
+    let updates = read_updates(std::io::stdin().lock())?;
     if updates.is_empty() {
         return Ok(());
     }
+    let hold = Hold::from_env()?;
+    let repo = crate::scan::open_repo_from_env().map_err(HookError::Open)?;
 
-    let repo = crate::scan::open_repo_from_env().map_err(|e| format!("push refused: opening the repository: {e}"))?;
-
-    // 2. Ref policy, every refusal at once.
-    let mut refusals = Vec::new();
-    for u in &updates {
-        match classify(&repo, u).and_then(|c| policy::check(&repo_cfg.push, &u.name, c)) {
-            Ok(()) => {}
-            Err(why) => refusals.push(why),
-        }
-    }
-    if !refusals.is_empty() {
-        for r in &refusals {
-            say(format!("refused {r}"));
-        }
-        return Err("push rejected by ref policy; nothing was sent upstream".into());
-    }
-
-    // 3. Secret scan of what the push introduces.
-    let tips: Vec<git2::Oid> = updates
+    // Facts: ref policy for every update, and what the push brings.
+    let refusals: Vec<String> = updates
         .iter()
-        .filter(|u| !u.is_delete())
-        .map(|u| git2::Oid::from_str(&u.new).map_err(|e| format!("push refused: bad object id {}: {e}", u.new)))
-        .collect::<Result<_, _>>()?;
-    if !tips.is_empty() {
-        let rules = crate::scan::Rules::builtin();
-        let started = std::time::Instant::now();
-        let report = crate::scan::scan_new_commits(&repo, &tips, rules)
-            .map_err(|e| format!("push refused: the secret scan failed: {e}"))?;
-        say(format!("scanned {} commits in {} ms", report.commits_scanned, started.elapsed().as_millis()));
-        for f in &report.findings {
-            let low = if f.confidence == Confidence::Low { " (low confidence)" } else { "" };
-            say(format!(
-                "secret found{low}: rule {} in {} line {} of commit {}: {}",
-                f.rule_id, f.file, f.line, f.commit, f.secret_redacted
-            ));
-        }
-        let high = report.findings.iter().filter(|f| f.confidence == Confidence::High).count();
-        if high > 0 {
-            return Err(format!("push rejected: {high} secret finding(s); nothing was sent upstream"));
-        }
-        if !report.findings.is_empty() {
-            hold(&name, &updates, &report.findings)?;
-        }
-    }
+        .filter_map(|u| classify(&repo, u).and_then(|c| policy::check(&repo_cfg.push, &u.name, c)).err())
+        .collect();
+    let findings = if refusals.is_empty() { scan(&repo, &updates)? } else { Vec::new() };
     drop(repo);
 
-    // 4. Forward upstream.
+    // The decision, shared with `git-gate scan`.
+    match verdict(&findings, &refusals, hold.is_some()) {
+        Verdict::Forward => {}
+        Verdict::Hold(_) => match &hold {
+            Some(h) => ask_operator(h, &name, &updates, &findings)?,
+            None => unreachable!("verdict holds only when a queue is configured"),
+        },
+        Verdict::Refuse(refusal) => {
+            if let Refusal::Policy(reasons) = &refusal {
+                for r in reasons {
+                    say(format!("refused {r}"));
+                }
+            }
+            return Err(HookError::Refused(refusal));
+        }
+    }
     forward(repo_cfg, &updates)
 }
 
-/// A push whose findings are all low-confidence goes ahead only if the operator approves it
-/// through the supervise queue; no queue, a rejection, a timeout or a broken answer refuse it.
-fn hold(repo: &str, updates: &[RefUpdate], findings: &[GitFinding]) -> Result<(), String> {
-    let n = findings.len();
-    let Some(hold) = Hold::from_env()? else {
-        return Err(format!(
-            "push rejected: {n} low-confidence finding(s) need the operator's approval and this gate has no \
-             supervise queue; nothing was sent upstream"
+/// Scans what the push brings (ref names, tags, commits) and reports each finding to the client.
+fn scan(repo: &git2::Repository, updates: &[RefUpdate]) -> Result<Vec<GitFinding>, HookError> {
+    let tips: Vec<git2::Oid> = updates
+        .iter()
+        .filter(|u| !u.is_delete())
+        .map(|u| git2::Oid::from_str(&u.new).map_err(|source| HookError::ObjectId { id: u.new.clone(), source }))
+        .collect::<Result<_, _>>()?;
+    let rules = crate::scan::Rules::builtin();
+    let started = std::time::Instant::now();
+    let names: Vec<&str> = updates.iter().filter(|u| !u.is_delete()).map(|u| u.name.as_str()).collect();
+    let mut findings = crate::scan::scan_ref_names(&names, rules);
+    let report = crate::scan::scan_new_commits(repo, &tips, rules).map_err(HookError::Scan)?;
+    say(format!("scanned {} commits in {} ms", report.commits_scanned, started.elapsed().as_millis()));
+    findings.extend(report.findings);
+    for f in &findings {
+        let low = if f.confidence == Confidence::Low { " (low confidence)" } else { "" };
+        say(format!(
+            "secret found{low}: rule {} in {} line {} of commit {}: {}",
+            f.rule_id, f.file, f.line, f.commit, f.secret_redacted
         ));
-    };
+    }
+    Ok(findings)
+}
+
+/// A push whose findings are all low-confidence goes ahead only if the operator approves it
+/// through the supervise queue; a rejection, a timeout or a broken answer refuse it.
+fn ask_operator(hold: &Hold, repo: &str, updates: &[RefUpdate], findings: &[GitFinding]) -> Result<(), HookError> {
+    let n = findings.len();
     let queue = common::queue::Queue::new(&hold.queue);
     let arguments = serde_json::json!({
         "repo": repo,
@@ -169,12 +215,12 @@ fn hold(repo: &str, updates: &[RefUpdate], findings: &[GitFinding]) -> Result<()
     });
     let filed = queue
         .file(&hold.bottle, HOLD_TOOL, arguments)
-        .map_err(|e| format!("push rejected: filing it for the operator in {}: {e}", hold.queue.display()))?;
+        .map_err(|source| HookError::File { queue: hold.queue.clone(), source })?;
     say(format!("push held for the operator (request {}), waiting up to {} s", filed.id, hold.timeout_secs));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .map_err(|e| format!("push rejected: waiting for the operator: {e}"))?;
+        .map_err(|source| HookError::Io { what: "waiting for the operator", source })?;
     let answer = rt.block_on(queue.wait(&filed.id, Duration::from_secs(hold.timeout_secs)));
     let notes = |n: &str| if n.is_empty() { String::new() } else { format!(" ({n})") };
     match answer {
@@ -182,12 +228,9 @@ fn hold(repo: &str, updates: &[RefUpdate], findings: &[GitFinding]) -> Result<()
             say(format!("the operator approved the push{}", notes(&r.notes)));
             Ok(())
         }
-        Ok(Some(r)) => Err(format!("push rejected by the operator{}; nothing was sent upstream", notes(&r.notes))),
-        Ok(None) => Err(format!(
-            "push rejected: no answer from the operator within {} s; nothing was sent upstream",
-            hold.timeout_secs
-        )),
-        Err(e) => Err(format!("push rejected: the operator's answer is unreadable ({e}); nothing was sent upstream")),
+        Ok(Some(r)) => Err(HookError::Rejected { notes: notes(&r.notes) }),
+        Ok(None) => Err(HookError::Unanswered(hold.timeout_secs)),
+        Err(e) => Err(HookError::Unreadable(e)),
     }
 }
 
@@ -215,8 +258,8 @@ fn classify(repo: &git2::Repository, u: &RefUpdate) -> Result<Change, String> {
     Ok(if ff { Change::FastForward } else { Change::Force })
 }
 
-fn forward(repo_cfg: &RepoConfig, updates: &[RefUpdate]) -> Result<(), String> {
-    let cwd = std::env::current_dir().map_err(|e| format!("push refused: current directory: {e}"))?;
+fn forward(repo_cfg: &RepoConfig, updates: &[RefUpdate]) -> Result<(), HookError> {
+    let cwd = std::env::current_dir().map_err(|source| HookError::Io { what: "current directory", source })?;
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| cwd.clone());
     let mut cmd = Cmd::git(&cwd, &home, PUSH_TIMEOUT);
     cmd.args(push_args(&repo_cfg.url, updates)).describe("git push to upstream");
@@ -231,8 +274,8 @@ fn forward(repo_cfg: &RepoConfig, updates: &[RefUpdate]) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("push refused: starting the runtime: {e}"))?;
-    let out = rt.block_on(cmd.output()).map_err(|e| format!("push not forwarded: {e}"))?;
+        .map_err(|source| HookError::Io { what: "starting the runtime", source })?;
+    let out = rt.block_on(cmd.output()).map_err(HookError::Forward)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in stderr.lines().chain(stdout.lines()).filter(|l| !l.trim().is_empty() && l.trim() != "Done") {
@@ -242,6 +285,6 @@ fn forward(repo_cfg: &RepoConfig, updates: &[RefUpdate]) -> Result<(), String> {
         say(format!("upstream accepted {} ref update(s)", updates.len()));
         Ok(())
     } else {
-        Err("upstream refused the push; the gate's refs are unchanged".into())
+        Err(HookError::Upstream)
     }
 }

@@ -7,7 +7,8 @@
 //! CGI header parsing), [`mirror`] (bare mirrors, fetch with locking), [`hook`] (the
 //! pre-receive hook: policy → scan → forward), [`policy`] (pure ref policy), [`upstream`]
 //! (ssh transport and push arguments), [`proc`] (the one child-process wrapper), [`scan`]
-//! (the git side of the shared secret-scanning engine), [`cli`] (flags).
+//! (the git side of the shared secret-scanning engine), [`verdict`] (forward, hold or refuse:
+//! the one decision the hook and `git-gate scan` share), [`cli`] (flags).
 
 pub mod cgi;
 pub mod cli;
@@ -18,5 +19,6 @@ pub mod proc;
 pub mod scan;
 pub mod serve;
 pub mod upstream;
+pub mod verdict;
 
-pub use serve::{ServeConfig, run};
+pub use serve::{Prepared, ServeConfig, prepare, run, serve};

@@ -27,7 +27,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding --listen {}", args.listen))?;
         let shutdown = common::shutdown::listen().context("installing SIGTERM/SIGINT handlers")?;
+        // Ready means the mirrors and their hooks are in place; a hook that cannot run is
+        // bad configuration (exit 64): restarting cannot fix it.
+        let prepared = git_gate::prepare(&config).await.map_err(|e| match e {
+            git_gate::serve::ServeError::Mirror(m @ git_gate::mirror::MirrorError::HookNotExecutable { .. }) => {
+                anyhow::Error::new(common::daemon::UsageError(m.to_string()))
+            }
+            e => anyhow::Error::new(e),
+        })?;
         common::daemon::announce(listener.local_addr().context("reading the bound address")?);
-        git_gate::run(config, listener, shutdown).await.context("git-gate serve")
+        git_gate::serve(config, prepared, listener, shutdown).await.context("git-gate serve")
     })
 }

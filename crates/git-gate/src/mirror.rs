@@ -36,6 +36,12 @@ pub enum MirrorError {
     Upstream { repo: String, url: String, detail: String },
     #[error("repo {repo}: writing {path}: {source}")]
     Io { repo: String, path: PathBuf, source: std::io::Error },
+    /// git skips a hook it cannot execute and takes the push unscanned: never serve then.
+    #[error(
+        "repo {repo}: the pre-receive hook {path} cannot be executed ({source}); is the data directory on a \
+         noexec mount? refusing to serve, since git would take pushes without scanning them"
+    )]
+    HookNotExecutable { repo: String, path: PathBuf, source: nix::errno::Errno },
 }
 
 #[derive(Default)]
@@ -88,7 +94,7 @@ impl Mirror {
             self.run(c, "init --bare").await?;
         }
         let hooks = self.path.join("hooks");
-        let settings: [(&str, String); 12] = [
+        let settings: [(&str, String); 13] = [
             ("remote.origin.url", self.repo.url.clone()),
             ("http.receivepack", "true".into()),
             ("http.uploadpack", "true".into()),
@@ -101,7 +107,13 @@ impl Mirror {
             ("receive.denyDeletes", "false".into()),
             ("receive.advertisePushOptions", "false".into()),
             ("gc.autoDetach", "false".into()),
-            ("transfer.fsckObjects", "false".into()),
+            // Every object a push brings is checked by `git fsck` before the hook runs
+            // (malformed headers, `.git` or `..` in a tree, bad modes, ...): an object the
+            // scanner and the upstream could read differently never gets that far. receive-pack
+            // refuses such a push naming the object and the check. The upstream's own history
+            // is not re-checked on fetch (it is what it is; old repositories carry warnings).
+            ("receive.fsckObjects", "true".into()),
+            ("fetch.fsckObjects", "false".into()),
         ];
         for (k, v) in settings {
             let mut c = self.git(LOCAL_TIMEOUT);
@@ -138,6 +150,10 @@ impl Mirror {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(|e| io(&tmp, e))?;
         }
         std::fs::rename(&tmp, &hook).map_err(|e| io(&hook, e))?;
+        // access(2) answers for the mount too: EACCES on a noexec filesystem.
+        nix::unistd::access(&hook, nix::unistd::AccessFlags::X_OK).map_err(|source| {
+            MirrorError::HookNotExecutable { repo: self.name().into(), path: hook.clone(), source }
+        })?;
         Ok(())
     }
 

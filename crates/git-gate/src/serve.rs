@@ -82,14 +82,34 @@ impl Gate {
     }
 }
 
-/// Prepares the mirrors, starts their first fetch in the background, then serves `listener`
-/// until `shutdown` resolves; in-flight requests then get [`common::shutdown::GRACE`] to finish.
+/// The mirrors, initialised and checked (configuration and hook written, the hook executable):
+/// what must hold before the gate says it is listening.
+pub struct Prepared(Arc<Gate>);
+
+/// Initialises every mirror; local only (no upstream is contacted).
+pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
+    Ok(Prepared(Arc::new(Gate::prepare(config).await?)))
+}
+
+/// [`prepare`], then [`serve`].
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let gate = Arc::new(Gate::prepare(&config).await?);
+    let prepared = prepare(&config).await?;
+    serve(config, prepared, listener, shutdown).await
+}
+
+/// Starts each mirror's first fetch in the background, then serves `listener` until `shutdown`
+/// resolves; in-flight requests then get [`common::shutdown::GRACE`] to finish.
+pub async fn serve(
+    config: ServeConfig,
+    prepared: Prepared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let gate = prepared.0;
     for m in gate.mirrors.values() {
         let m = m.clone();
         tokio::spawn(async move {

@@ -10,7 +10,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::cli::{ImageBuildArgs, ImageCmd};
@@ -24,7 +23,8 @@ pub const DOCKERFILE: &str = include_str!("../../../docker/Dockerfile");
 /// Default base image; it must exist locally (`docker/make-base-image` creates it).
 pub const DEFAULT_BASE_IMAGE: &str = "debian:bookworm-slim";
 
-/// What the image builder needs from a container engine. The real one is [`DockerImages`];
+/// What the image builder needs from a container engine. The real one is
+/// [`crate::engine::docker::DockerEngine`];
 /// tests use a recording fake.
 #[async_trait::async_trait]
 pub trait Images {
@@ -38,59 +38,6 @@ pub trait Images {
         build_args: &HashMap<String, String>,
         progress: &mut (dyn FnMut(String) + Send),
     ) -> anyhow::Result<()>;
-}
-
-/// [`Images`] over the Docker Engine API.
-pub struct DockerImages(pub bollard::Docker);
-
-impl DockerImages {
-    /// Connects with the usual defaults (`DOCKER_HOST` or the local socket) and checks the
-    /// engine answers, so that a missing engine is reported once, clearly.
-    pub async fn connect() -> anyhow::Result<DockerImages> {
-        let docker = bollard::Docker::connect_with_local_defaults().context("connecting to the Docker engine")?;
-        docker.ping().await.context(
-            "the Docker engine does not answer (is dockerd running? `bot-bottle doctor` tells what is missing)",
-        )?;
-        Ok(DockerImages(docker))
-    }
-}
-
-#[async_trait::async_trait]
-impl Images for DockerImages {
-    async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>> {
-        match self.0.inspect_image(reference).await {
-            Ok(img) => Ok(Some(img.id.unwrap_or_default())),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("inspecting image {reference}")),
-        }
-    }
-
-    async fn build(
-        &self,
-        context: Vec<u8>,
-        tag: &str,
-        build_args: &HashMap<String, String>,
-        progress: &mut (dyn FnMut(String) + Send),
-    ) -> anyhow::Result<()> {
-        let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
-            .dockerfile("Dockerfile")
-            .t(tag)
-            .rm(true)
-            .forcerm(true)
-            .buildargs(build_args)
-            .build();
-        let mut stream = self.0.build_image(options, None, Some(bollard::body_full(context.into())));
-        while let Some(item) = stream.next().await {
-            let info = item.with_context(|| format!("building {tag}"))?;
-            if let Some(detail) = info.error_detail {
-                bail!("building {tag}: {}", detail.message.unwrap_or_default().trim());
-            }
-            if let Some(line) = info.stream.as_deref().map(str::trim_end).filter(|l| !l.is_empty()) {
-                progress(line.to_string());
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A build context ready to send, with the tag it hashes to.
@@ -113,12 +60,7 @@ pub fn context(bin_dir: &Path, base_image: &str, base_image_id: &str) -> anyhow:
     append(&mut builder, "Dockerfile", DOCKERFILE.as_bytes(), 0o644)?;
     for name in BINARIES {
         let path = bin_dir.join(name);
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!(
-                "reading {} (build the daemons first: cargo build --release --workspace --bins, or pass --bin-dir)",
-                path.display()
-            )
-        })?;
+        let bytes = std::fs::read(&path).with_context(|| missing(&path))?;
         hasher.update(b"\0");
         hasher.update(name.as_bytes());
         hasher.update(b"\0");
@@ -149,24 +91,83 @@ pub struct Built {
     pub built: bool,
 }
 
+/// The base image's ID, or a clear error when the engine does not have it.
+async fn base_id(images: &dyn Images, base_image: &str) -> anyhow::Result<String> {
+    images.image_id(base_image).await?.with_context(|| {
+        format!(
+            "base image {base_image} is not in the local Docker engine; create it with docker/make-base-image \
+             (no registry is reachable to pull it)"
+        )
+    })
+}
+
+/// What the tag of these binaries' image is. With a `cache` directory, the tag of binaries whose
+/// size, mtime and inode are unchanged is read back instead of hashing them again (debug
+/// binaries run to hundreds of megabytes, and a launch asks for the tag every time).
+pub async fn tag(
+    images: &dyn Images,
+    bin_dir: &Path,
+    base_image: &str,
+    cache: Option<&Path>,
+) -> anyhow::Result<String> {
+    let base = base_id(images, base_image).await?;
+    let key = fingerprint(bin_dir, base_image, &base)?;
+    let file = cache.map(|c| c.join("sidecar-tag.json"));
+    if let Some(file) = &file
+        && let Ok(bytes) = std::fs::read(file)
+        && let Ok((k, t)) = serde_json::from_slice::<(String, String)>(&bytes)
+        && k == key
+    {
+        return Ok(t);
+    }
+    let tag = context(bin_dir, base_image, &base)?.tag;
+    if let Some(file) = &file {
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = common::atomic::write_json(file, &(key, &tag));
+    }
+    Ok(tag)
+}
+
+/// Size, mtime and inode of every binary, the Dockerfile and the base image: what the tag
+/// depends on, cheaply.
+fn fingerprint(bin_dir: &Path, base_image: &str, base_id: &str) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut h = Sha256::new();
+    h.update(DOCKERFILE.as_bytes());
+    h.update(base_image.as_bytes());
+    h.update(base_id.as_bytes());
+    for name in BINARIES {
+        let path = bin_dir.join(name);
+        let m = std::fs::metadata(&path).with_context(|| missing(&path))?;
+        h.update(format!("{name} {} {} {} {}", m.len(), m.mtime(), m.mtime_nsec(), m.ino()).as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn missing(path: &Path) -> String {
+    format!(
+        "reading {} (build the daemons first: cargo build --release --workspace --bins, or pass --bin-dir)",
+        path.display()
+    )
+}
+
 /// Makes sure the sidecar image for these binaries exists, building it only when its tag is
 /// missing. Progress lines go to `progress`.
 pub async fn ensure(
     images: &dyn Images,
     bin_dir: &Path,
     base_image: &str,
+    cache: Option<&Path>,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<Built> {
-    let Some(base_id) = images.image_id(base_image).await? else {
-        bail!(
-            "base image {base_image} is not in the local Docker engine; create it with docker/make-base-image \
-             (no registry is reachable to pull it)"
-        );
-    };
-    let ctx = context(bin_dir, base_image, &base_id)?;
-    if images.image_id(&ctx.tag).await?.is_some() {
-        return Ok(Built { tag: ctx.tag, built: false });
+    let tag = tag(images, bin_dir, base_image, cache).await?;
+    if images.image_id(&tag).await?.is_some() {
+        return Ok(Built { tag, built: false });
     }
+    let ctx = context(bin_dir, base_image, &base_id(images, base_image).await?)?;
+    progress(format!("building the sidecar image {}", ctx.tag));
     let args = HashMap::from([("BASE_IMAGE".to_string(), base_image.to_string())]);
     images.build(ctx.tar, &ctx.tag, &args, progress).await?;
     if images.image_id(&ctx.tag).await?.is_none() {
@@ -182,20 +183,17 @@ pub fn default_bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// `bot-bottle image build`.
-pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
+pub async fn run(cmd: ImageCmd, home: &crate::home::Home) -> anyhow::Result<()> {
     let ImageCmd::Build(ImageBuildArgs { bin_dir, base_image }) = cmd;
     let bin_dir = match bin_dir {
         Some(d) => d,
         None => default_bin_dir()?,
     };
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let built = rt.block_on(async {
-        let images = DockerImages::connect().await?;
-        let mut progress = |line: String| {
-            let _ = writeln!(std::io::stderr(), "  {line}");
-        };
-        ensure(&images, &bin_dir, &base_image, &mut progress).await
-    })?;
+    let engine = crate::engine::docker::DockerEngine::connect().await?;
+    let mut progress = |line: String| {
+        let _ = writeln!(std::io::stderr(), "  {line}");
+    };
+    let built = ensure(&engine, &bin_dir, &base_image, Some(&home.cache_dir()), &mut progress).await?;
     let note = if built.built { "built" } else { "up to date" };
     #[allow(clippy::print_stdout)] // the tag is this command's output
     {
@@ -256,18 +254,18 @@ mod tests {
         let fake = FakeImages::default();
         fake.present.lock().unwrap().insert(DEFAULT_BASE_IMAGE.into(), "sha256:base".into());
         let mut lines = Vec::new();
-        let first = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, &mut |l: String| lines.push(l)).await.unwrap();
+        let first = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, None, &mut |l: String| lines.push(l)).await.unwrap();
         assert!(first.built);
         assert!(first.tag.starts_with("bot-bottle-sidecars:"));
-        assert_eq!(lines, ["Step 1/1"]);
-        let second = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, &mut |_: String| {}).await.unwrap();
+        assert_eq!(lines, [format!("building the sidecar image {}", first.tag), "Step 1/1".to_string()]);
+        let second = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, None, &mut |_: String| {}).await.unwrap();
         assert_eq!(second, Built { tag: first.tag.clone(), built: false });
         assert_eq!(fake.builds.lock().unwrap().len(), 1);
         assert_eq!(fake.builds.lock().unwrap()[0].args["BASE_IMAGE"], DEFAULT_BASE_IMAGE);
         assert_eq!(fake.builds.lock().unwrap()[0].tag, first.tag);
 
         std::fs::write(dir.path().join("git-gate"), "git-gate v2").unwrap();
-        let third = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, &mut |_: String| {}).await.unwrap();
+        let third = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, None, &mut |_: String| {}).await.unwrap();
         assert!(third.built);
         assert_ne!(third.tag, first.tag);
     }
@@ -276,10 +274,10 @@ mod tests {
     async fn missing_base_image_and_binary_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeImages::default();
-        let err = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, &mut |_: String| {}).await.unwrap_err();
+        let err = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, None, &mut |_: String| {}).await.unwrap_err();
         assert!(err.to_string().contains("docker/make-base-image"), "{err}");
         fake.present.lock().unwrap().insert(DEFAULT_BASE_IMAGE.into(), "sha256:base".into());
-        let err = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, &mut |_: String| {}).await.unwrap_err();
+        let err = ensure(&fake, dir.path(), DEFAULT_BASE_IMAGE, None, &mut |_: String| {}).await.unwrap_err();
         assert!(format!("{err:#}").contains("bundle-init"), "{err:#}");
     }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use common::Secret;
 use common::telemetry::LogFormat;
 
 /// Longest `--wait-timeout` accepted: a tool call should never hang for more than an hour.
@@ -33,11 +34,17 @@ pub struct Args {
     /// The bottle's routes.json, shown (without auth) by `list_egress_routes`.
     #[arg(long, env = "SUPERVISE_ROUTES")]
     pub routes: Option<PathBuf>,
-    /// Accept only requests whose Host header names one of these (repeatable; `host` or
-    /// `host:port`). Default: any Host — the daemon only listens where the orchestrator puts it
-    /// (the bottle's private network or loopback IP), and no browser can reach it.
-    #[arg(long = "allowed-host", env = "SUPERVISE_ALLOWED_HOSTS", value_delimiter = ',')]
+    /// Also accept requests whose Host names this (repeatable, or a CSV in the env var; `host`
+    /// for any port, `host:port` for one). Always accepted: loopback (`localhost`, 127.0.0.0/8,
+    /// ::1: a port published on the host's loopback), the bundle's own addresses and its host
+    /// name. Any other Host (a DNS-rebinding page's name) is refused, as is a foreign Origin.
+    #[arg(long = "allowed-host", env = common::consts::env::SUPERVISE_ALLOWED_HOSTS, value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+    /// A file holding the bearer token every request must carry (`Authorization: Bearer
+    /// <token>`, every method and path); surrounding whitespace is ignored. Without it supervise
+    /// is unauthenticated (and says so once at start).
+    #[arg(long, env = common::consts::env::SUPERVISE_AUTH_TOKEN_FILE, value_name = "PATH")]
+    pub auth_token_file: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, env = "BOT_BOTTLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -50,8 +57,28 @@ pub struct Config {
     pub bottle: String,
     pub wait_timeout: Duration,
     pub routes: Option<PathBuf>,
-    /// Empty = any Host accepted.
+    /// Hosts accepted besides loopback and the bundle's own names and addresses.
     pub allowed_hosts: Vec<String>,
+    /// The bearer token every request must carry; `None` = unauthenticated.
+    pub auth_token: Option<Secret>,
+}
+
+/// Shortest token accepted from `--auth-token-file` (the orchestrator mints 32 random bytes).
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The token in `path`: trimmed, at least [`MIN_TOKEN_LEN`] characters of the bearer-token
+/// alphabet (RFC 6750 `b64token`). The error names the file, never the content.
+pub fn read_token(path: &std::path::Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--auth-token-file: {}: {e}", path.display()))?;
+    let token = text.trim();
+    let alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+    if token.len() < MIN_TOKEN_LEN || !token.bytes().all(alphabet) {
+        return Err(format!(
+            "--auth-token-file: {}: not a bearer token (at least {MIN_TOKEN_LEN} of A-Z a-z 0-9 - . _ ~ + / =)",
+            path.display()
+        ));
+    }
+    Ok(Secret::new(token))
 }
 
 /// Everything wrong with the flags, one line per problem.
@@ -101,14 +128,20 @@ impl Args {
             problems.push(format!("--routes: {e}"));
         }
         for h in &self.allowed_hosts {
-            let bare = h.rsplit_once(':').map_or(h.as_str(), |(host, port)| {
-                if port.parse::<u16>().is_ok() && !host.ends_with(':') { host } else { h.as_str() }
-            });
-            let bare = bare.trim_start_matches('[').trim_end_matches(']');
-            if !(common::formats::is_dns_name(bare) || bare.parse::<std::net::IpAddr>().is_ok()) {
+            if crate::access::parse_authority(h).is_none() {
                 problems.push(format!("--allowed-host: {h:?} is not a host name, IP address or host:port"));
             }
         }
+        let auth_token = match &self.auth_token_file {
+            Some(path) => match read_token(path) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            },
+            None => None,
+        };
         match (listen, bottle, problems.is_empty()) {
             (Some(listen), Some(bottle), true) => Ok((
                 listen,
@@ -118,6 +151,7 @@ impl Args {
                     wait_timeout: Duration::from_secs(self.wait_timeout),
                     routes: self.routes.clone(),
                     allowed_hosts: self.allowed_hosts.clone(),
+                    auth_token,
                 },
             )),
             _ => Err(ConfigError(problems)),

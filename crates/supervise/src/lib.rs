@@ -3,9 +3,11 @@
 //! earlier requests. Requests are files in the bottle's queue directory (`common::queue`); the
 //! operator answers them from `bot-bottle supervise` on the host.
 //!
-//! Layout: [`config`] (flags → validated [`Config`]), [`tools`] (argument types, schemas,
+//! Layout: [`access`] (Host allowlist, Origin and bearer token: every request passes it),
+//! [`config`] (flags → validated [`Config`]), [`tools`] (argument types, schemas,
 //! descriptions and validation: pure), [`server`] (the rmcp handler and the HTTP server).
 
+pub mod access;
 pub mod config;
 pub mod server;
 pub mod tools;

@@ -1,6 +1,9 @@
 //! The MCP server: an rmcp `ServerHandler` whose tools file requests in the bottle's queue and
 //! wait (bounded) for the operator's answer, served over streamable HTTP at `/mcp` by axum.
 //!
+//! Every request passes [`crate::access`] first (Host, Origin, bearer token); a refused one
+//! never reaches rmcp, so it files nothing.
+//!
 //! Invariants: a tool call never reports approval unless a parseable response file says so; a
 //! timeout is a normal `{"status":"pending","id":…}` result and the request stays queued; a
 //! request id is only ever looked up in this bottle's queue and only if it was filed for this
@@ -24,6 +27,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::tools::{self, InvalidArguments};
 
@@ -305,17 +309,26 @@ pub async fn run(
     // `transport` closes the MCP sessions and their streams so the HTTP server can finish.
     let calls = CancellationToken::new();
     let transport = CancellationToken::new();
-    let mut http = StreamableHttpServerConfig::default().with_cancellation_token(transport.clone());
-    http = if config.allowed_hosts.is_empty() {
-        http.disable_allowed_hosts()
-    } else {
-        http.with_allowed_hosts(config.allowed_hosts.clone())
-    };
+    // Host, Origin and token are checked by `guard` on every request before rmcp sees it
+    // (rmcp's own Host check compares names without normalising them, so it is off).
+    let http = StreamableHttpServerConfig::default()
+        .with_cancellation_token(transport.clone())
+        .disable_allowed_hosts()
+        .disable_allowed_origins();
+    let access = Arc::new(Access::for_this_host(&config.allowed_hosts, config.auth_token.as_ref()));
+    if !access.has_token() {
+        tracing::warn!(
+            bottle = %config.bottle,
+            "no --auth-token-file: supervise is unauthenticated; any client that reaches it and names an allowed \
+             Host can file requests as this bottle (the orchestrator always sets a token)"
+        );
+    }
     let handler = Supervise::new(config, calls.clone());
     let factory = handler.clone();
     let service: StreamableHttpService<Supervise, LocalSessionManager> =
         StreamableHttpService::new(move || Ok(factory.clone()), Default::default(), http);
-    let router = axum::Router::new().nest_service("/mcp", service);
+    let router =
+        axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn_with_state(access, guard));
     let server = axum::serve(listener, router).with_graceful_shutdown({
         let (calls, transport) = (calls.clone(), transport.clone());
         async move {
@@ -334,6 +347,30 @@ pub async fn run(
         () = async { transport.cancelled().await; tokio::time::sleep(common::shutdown::GRACE).await } => {
             tracing::warn!("connections still open after the grace period; closing them");
             Ok(())
+        }
+    }
+}
+
+/// Refuses (before anything is filed) a request whose Host, Origin or token [`Access`] rejects.
+async fn guard(
+    axum::extract::State(access): axum::extract::State<Arc<Access>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match access.check(req.uri(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => {
+            tracing::warn!(method = %req.method(), path = req.uri().path(), "request refused: {refused}");
+            let mut resp = axum::response::Response::new(axum::body::Body::from(format!(
+                "bot-bottle supervise: refused: {refused}\n"
+            )));
+            *resp.status_mut() = refused.status();
+            let h = resp.headers_mut();
+            h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+            if refused.status() == http::StatusCode::UNAUTHORIZED {
+                h.insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"supervise\""));
+            }
+            resp
         }
     }
 }

@@ -9,15 +9,19 @@ Reads one JSON command per line on stdin, writes one JSON line per command on st
   {"op": "list_tools"}                      -> {"tools": [{"name", "description", "inputSchema"}...]}
   {"op": "call", "tool": T, "args": {...}}  -> {"is_error": bool, "text": str, "structured": obj|null}
 After connecting it first prints {"connected": true, "protocol_version": V, "server_name": N}.
+With MCP_BEARER_TOKEN set, every HTTP request carries `Authorization: Bearer <token>`.
 Any failure prints {"exception": "..."} for that command; the process keeps going.
 """
 
 import json
+import os
 import sys
 
 import anyio
 import mcp.client.session as session_mod
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 def emit(obj):
@@ -30,7 +34,12 @@ async def main(url: str, mode: str) -> None:
         # The SDK offers its newest handshake version; an old client offers this one.
         session_mod.LATEST_HANDSHAKE_VERSION = "2024-11-05"
         mode = "legacy"
-    async with Client(url, mode=mode, read_timeout_seconds=120, cache=None) as client:
+    server = url
+    token = os.environ.get("MCP_BEARER_TOKEN")
+    if token:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        server = streamable_http_client(url, http_client=http)
+    async with Client(server, mode=mode, read_timeout_seconds=120, cache=None) as client:
         info = client.server_info
         emit({"connected": True, "protocol_version": client.protocol_version,
               "server_name": info.name if info is not None else None})

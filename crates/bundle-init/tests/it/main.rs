@@ -2,6 +2,9 @@
 //! the grace period, crash-restart with backoff, giving up, and exit 64 for bad configuration.
 //! The children are `sh` scripts given through the `BUNDLE_CMD_<NAME>` overrides.
 
+// Tests drive real programs (git, curl, docker, sshd, the binaries under test) directly.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The shared file formats of contracts.md as serde types: `routes.json` (orchestrator →
+//! The shared file formats of docs/interfaces.md as serde types: `routes.json` (orchestrator →
 //! egress-proxy), git-gate `config.json` (orchestrator → git-gate) and the supervise queue
 //! records (daemons ↔ operator).
 //!

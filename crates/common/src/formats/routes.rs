@@ -1,4 +1,4 @@
-//! `routes.json`: the bottle's egress allowlist (contracts.md, "routes.json").
+//! `routes.json`: the bottle's egress allowlist (docs/interfaces.md, "routes.json").
 
 use std::net::IpAddr;
 use std::path::Path;

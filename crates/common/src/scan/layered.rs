@@ -188,8 +188,8 @@ mod tests {
         assert_eq!(ids(Mode::Strict, &pat), [("github-pat".to_string(), Confidence::High)]);
         // A held token percent-encoded four times over: three layers decoded leave its
         // every-byte-escaped form, which is one of its needles.
-        let token = "tok-live-0123456789abcdef";
-        let known = KnownSecrets::new([crate::Secret::new(token)]);
+        let token = ["tok-live-", "0123456789abcdef"].concat();
+        let known = KnownSecrets::new([crate::Secret::new(&token)]);
         let four: String = token.bytes().map(|b| format!("%252525{b:02X}")).collect();
         let found = scan_outbound(None, Some(&known), Mode::Standard, format!("k={four}").as_bytes());
         assert!(found.iter().any(|f| f.rule_id == "known-secret"), "{found:?}");

@@ -103,7 +103,6 @@ fn chain_from(data: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
 }
 
 /// Scans `data` once.
-#[cfg(test)]
 pub(crate) fn prescan(data: &[u8]) -> Prescan {
     prescan_lowered(data, &data.to_ascii_lowercase())
 }

@@ -522,6 +522,22 @@ impl Rules {
         !self.always.is_empty() || self.keywords.as_ref().is_some_and(|ac| ac.is_match(data))
     }
 
+    /// As [`Rules::may_match`], looking inside encoded text as well: false only when no keyword
+    /// occurs in `data` nor in anything its encoded segments decode to (the layers
+    /// [`Rules::scan`] decodes). A base64- or hex-encoded key carries no keyword in its raw
+    /// bytes, so a prefilter on the raw bytes alone would skip it. Encoded segments never span
+    /// lines either, so this too holds for any selection of `data`'s lines.
+    pub fn may_match_decoded(&self, data: &[u8]) -> bool {
+        self.may_match(data) || self.decoded_may_match(data, 1)
+    }
+
+    fn decoded_may_match(&self, data: &[u8], depth: usize) -> bool {
+        depth <= super::decode::MAX_DEPTH
+            && super::decode::segments_in(data, &super::prescan::prescan(data))
+                .iter()
+                .any(|s| self.may_match(&s.text) || self.decoded_may_match(&s.text, depth + 1))
+    }
+
     /// True when a global allowlist skips this path entirely (a paths-only allowlist).
     pub fn path_allowed(&self, path: &str) -> bool {
         self.global.iter().any(|a| {
@@ -844,6 +860,24 @@ mod tests {
         assert!(r.may_match(b"let GHP_ = 1;"));
         let always = Rules::from_gitleaks_toml("[[rules]]\nid = \"a\"\nregex = 'x'\n", false).unwrap();
         assert!(always.may_match(b"anything"), "a rule without keywords runs on everything");
+    }
+
+    #[test]
+    fn may_match_decoded_sees_keywords_inside_encodings() {
+        use base64::Engine as _;
+        let r = Rules::builtin();
+        let key = fake(&["AK", "IA"].concat(), "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&key);
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("id={key}"));
+        let hexed: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+        let twice = base64::engine::general_purpose::STANDARD.encode(format!("blob: {b64}"));
+        for encoded in [&b64, &url, &hexed, &twice] {
+            let text = format!("value: {encoded}\n");
+            assert!(!r.may_match(text.as_bytes()), "{text}: no keyword in the raw bytes");
+            assert!(r.may_match_decoded(text.as_bytes()), "{text}: the keyword is in the decoded text");
+            assert!(!r.scan(text.as_bytes()).is_empty(), "{text}: and the scan finds it");
+        }
+        assert!(!r.may_match_decoded(b"fn main() { println!(\"ThisIsACamelCaseIdentifierName\"); }"));
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! the real proxy to real HTTPS upstreams on loopback that record what they receive. Every
 //! denial also asserts the upstream received nothing.
 
+// Tests drive real programs (git, curl, docker, sshd, the binaries under test) directly.
+#![allow(clippy::disallowed_methods)]
+
 mod binary;
 mod dlp;
 mod encodings;

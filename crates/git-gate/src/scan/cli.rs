@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use common::scan::Rules;
 
-use super::{Confidence, GitFinding, GitScanError, open_repo_from_env, scan_new_commits, scan_paths, scan_range};
+use super::{
+    Confidence, GitFinding, GitScanError, open_repo_from_env, scan_new_commits, scan_paths, scan_range, scan_ref_names,
+};
+use crate::verdict::{Verdict, verdict};
 
 /// Output format of `git-gate scan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -55,7 +58,11 @@ pub fn run_scan(args: ScanArgs) -> ExitCode {
                 eprintln!("git-gate scan: writing the report: {e}");
                 return ExitCode::from(2);
             }
-            if findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            // The push path's decision, with no operator to ask: any finding fails the scan.
+            match verdict(&findings, &[], false) {
+                Verdict::Forward => ExitCode::SUCCESS,
+                Verdict::Hold(_) | Verdict::Refuse(_) => ExitCode::from(1),
+            }
         }
         Err(e) => {
             eprintln!("git-gate scan: {e}");
@@ -89,25 +96,33 @@ fn scan(args: &ScanArgs) -> Result<Vec<GitFinding>, GitScanError> {
             None => open_repo_from_env()?,
         };
         let mut tips = Vec::new();
+        let mut names = Vec::new();
         for line in std::io::stdin().lock().lines() {
             let line = line.map_err(|source| GitScanError::Io { path: "stdin".into(), source })?;
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.is_empty() {
                 continue;
             }
-            let [_old, new, _name] = fields[..] else {
+            let [_old, new, name] = fields[..] else {
                 return Err(GitScanError::Usage(format!("malformed ref update line {line:?} (expected OLD NEW REF)")));
             };
             let oid = git2::Oid::from_str(new).map_err(GitScanError::git(format!("object id {new:?}")))?;
+            if !oid.is_zero() {
+                names.push(name.to_string());
+            }
             tips.push(oid);
         }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut findings = scan_ref_names(&names, rules);
         let report = scan_new_commits(&repo, &tips, rules)?;
         eprintln!(
             "git-gate scan: {} new commit(s) scanned, {} finding(s)",
             report.commits_scanned,
-            report.findings.len()
+            report.findings.len() + findings.len()
         );
-        return Ok(report.findings);
+        findings.extend(report.findings);
+        findings.sort();
+        return Ok(findings);
     }
     if args.git.is_none() && args.paths.is_empty() {
         return Err(GitScanError::Usage("nothing to scan: give --git REPO, --pre-receive, or PATH...".into()));

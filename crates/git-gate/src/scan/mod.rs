@@ -7,31 +7,48 @@
 //! - [`scan_range`]: a revision range or all history (`git-gate scan --git`).
 //! - [`scan_paths`]: files and directories (`git-gate scan PATH...`).
 //!
-//! Per commit: the lines it adds relative to its first parent (a root commit adds all of its
-//! content) and its message. Commits are scanned in parallel (rayon), each worker with its own
-//! handle on the same object database. Any object that cannot be read is an error: the scan
-//! never passes what it could not see.
+//! Per commit: its header (author, committer, extra headers) and message, the paths it creates
+//! (files, links, submodules, empty directories) and the lines it adds relative to its first
+//! parent (a root commit adds all of its content); binary blobs by their printable runs
+//! ([`printable`]), so nothing a push carries skips the engine. Per annotated tag: header and
+//! message, for every tag of a chain. Commits are scanned in parallel (rayon), each worker with
+//! its own handle on the same object database. Any object that cannot be read is an error: the
+//! scan never passes what it could not see.
 
+mod changes;
 mod cli;
+mod printable;
 mod walk;
 
 pub use cli::{Format, ScanArgs, run_scan};
 pub use common::scan::{Confidence, Rules};
-pub use walk::{scan_new_commits, scan_paths, scan_range};
+pub use walk::{scan_new_commits, scan_paths, scan_range, scan_ref_names};
 
 /// File name reported for a finding in a commit message.
 pub const COMMIT_MESSAGE: &str = "(commit message)";
+/// File name reported for a finding in a commit's header (author, committer, extra headers).
+pub const COMMIT_HEADER: &str = "(commit header)";
 /// File name reported for a finding in an annotated tag's message.
 pub const TAG_MESSAGE: &str = "(tag message)";
+/// File name reported for a finding in an annotated tag's header (tag name, tagger).
+pub const TAG_HEADER: &str = "(tag header)";
+/// File name reported for a finding in a blob a tag or ref points at directly.
+pub const TAGGED_BLOB: &str = "(tagged blob)";
+/// Prefix of the file name reported for a finding in a path (followed by the path, the secret
+/// in it redacted).
+pub const PATH: &str = "(path) ";
+/// Prefix of the file name reported for a finding in a pushed ref's name.
+pub const REF_NAME: &str = "(ref name) ";
 
 /// One secret found in a repository or a file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct GitFinding {
     pub rule_id: String,
-    /// Path in the tree (or [`COMMIT_MESSAGE`] / [`TAG_MESSAGE`]), or the path on disk for
-    /// [`scan_paths`].
+    /// Path in the tree (or one of [`COMMIT_MESSAGE`], [`COMMIT_HEADER`], [`TAG_MESSAGE`],
+    /// [`TAG_HEADER`], [`TAGGED_BLOB`], or [`PATH`] / [`REF_NAME`] and the name), or the path on
+    /// disk for [`scan_paths`].
     pub file: String,
-    /// 1-based line in the file as of `commit` (0 for a rule that matches a path alone).
+    /// 1-based line in the file as of `commit` (0 for a finding in a path or ref name).
     pub line: usize,
     /// Full commit id; empty for [`scan_paths`].
     pub commit: String,

@@ -1,20 +1,31 @@
-//! Choosing what to scan in a repository (commits, added lines, messages) or on disk, and
-//! running the engine over it in parallel.
+//! Choosing what to scan in a repository (commits and tags: headers, messages, new paths,
+//! added content of text and binary blobs) or on disk, and running the engine over it in
+//! parallel.
 
 use std::path::{Path, PathBuf};
 
 use common::scan::{Context, Rules};
-use git2::{Delta, DiffOptions, FileMode, ObjectType, Oid, Repository, RevparseMode, Sort};
+use git2::{ObjectType, Oid, Repository, RevparseMode, Sort};
 use imara_diff::{Algorithm, Diff, InternedInput};
 use rayon::prelude::*;
 
-use super::{COMMIT_MESSAGE, GitFinding, GitScanError, ScanReport, TAG_MESSAGE};
+use super::changes::{BlobChange, TreeChanges, tree_changes};
+use super::printable::{self, is_binary};
+use super::{
+    COMMIT_HEADER, COMMIT_MESSAGE, GitFinding, GitScanError, PATH, REF_NAME, ScanReport, TAG_HEADER, TAG_MESSAGE,
+    TAGGED_BLOB,
+};
 
-/// Every commit reachable from `new_tips` and from no existing ref (`refs/*`) of `repo`: the
-/// lines each adds against its first parent (all content for a root commit) and its message;
-/// annotated tags among the tips have their message scanned too. Zero ids (deletions) are
-/// skipped. Missing objects are errors.
+/// Longest chain of tags (a tag on a tag on …) followed from one pushed tip.
+const MAX_TAG_CHAIN: usize = 64;
+
+/// Everything `new_tips` bring that no existing ref (`refs/*`) of `repo` has: every commit
+/// reachable from them and from no ref (its header, message, new paths and the content it adds
+/// against its first parent — all of it for a root commit); every tag in a chain of annotated
+/// tags (header and message); and a tree or blob a tag or ref points at directly (as if a root
+/// commit added it). Zero ids (deletions) are skipped. Missing objects are errors.
 pub fn scan_new_commits(repo: &Repository, new_tips: &[Oid], rules: &Rules) -> Result<ScanReport, GitScanError> {
+    skip_rehashing_objects();
     let mut walk = repo.revwalk().map_err(GitScanError::git("starting a revision walk"))?;
     walk.set_sorting(Sort::TOPOLOGICAL).map_err(GitScanError::git("sorting the revision walk"))?;
     let mut findings = Vec::new();
@@ -23,26 +34,47 @@ pub fn scan_new_commits(repo: &Repository, new_tips: &[Oid], rules: &Rules) -> R
         if tip.is_zero() {
             continue;
         }
-        let obj = repo.find_object(tip, None).map_err(GitScanError::git(format!("reading pushed object {tip}")))?;
-        if obj.kind() == Some(ObjectType::Tag)
-            && let Some(tag) = obj.as_tag()
-        {
-            let id = tip.to_string();
-            let ctx = Context { path: None, commit: Some(&id), low_confidence: true };
-            for f in rules.scan_with_context(tag.message_bytes().unwrap_or_default(), ctx) {
-                findings.push(GitFinding {
-                    rule_id: f.rule_id,
-                    file: TAG_MESSAGE.to_string(),
-                    line: f.line,
-                    commit: id.clone(),
-                    secret_redacted: f.secret_redacted,
-                    confidence: f.confidence,
-                });
+        let mut obj = repo.find_object(tip, None).map_err(GitScanError::git(format!("reading pushed object {tip}")))?;
+        for depth in 0.. {
+            if depth > MAX_TAG_CHAIN {
+                return Err(GitScanError::Usage(format!(
+                    "pushed object {tip}: a chain of more than {MAX_TAG_CHAIN} tags"
+                )));
+            }
+            match obj.kind() {
+                Some(ObjectType::Tag) => {
+                    let target = {
+                        let tag =
+                            obj.as_tag().ok_or_else(|| GitScanError::Usage(format!("tag {} unreadable", obj.id())))?;
+                        scan_object_text(repo, tag.id(), TAG_HEADER, TAG_MESSAGE, rules, &mut findings)?;
+                        tag.target_id()
+                    };
+                    obj = repo
+                        .find_object(target, None)
+                        .map_err(GitScanError::git(format!("reading {target}, which tag {} points at", obj.id())))?;
+                }
+                Some(ObjectType::Commit) => {
+                    walk.push(obj.id()).map_err(GitScanError::git(format!("walking from {tip}")))?;
+                    pushed += 1;
+                    break;
+                }
+                Some(ObjectType::Tree) => {
+                    let tree = obj.peel_to_tree().map_err(GitScanError::git(format!("reading tree {}", obj.id())))?;
+                    let changes = tree_changes(repo, None, &tree)?;
+                    findings.extend(scan_changes(repo, &changes, &tip.to_string(), &[], rules)?);
+                    break;
+                }
+                Some(ObjectType::Blob) => {
+                    let change = BlobChange { path: TAGGED_BLOB.to_string(), new: obj.id(), old: None };
+                    let changes = TreeChanges { blobs: vec![change], new_paths: Vec::new() };
+                    findings.extend(scan_changes(repo, &changes, &tip.to_string(), &[], rules)?);
+                    break;
+                }
+                other => {
+                    return Err(GitScanError::Usage(format!("pushed object {tip}: unexpected object type {other:?}")));
+                }
             }
         }
-        let commit = obj.peel_to_commit().map_err(GitScanError::git(format!("pushed object {tip} is not a commit")))?;
-        walk.push(commit.id()).map_err(GitScanError::git(format!("walking from {tip}")))?;
-        pushed += 1;
     }
     if pushed == 0 {
         findings.sort();
@@ -68,6 +100,15 @@ pub fn scan_new_commits(repo: &Repository, new_tips: &[Oid], rules: &Rules) -> R
     report.findings.extend(findings);
     report.findings.sort();
     Ok(report)
+}
+
+/// Findings in the names of refs a push updates (a branch or tag name can carry a secret as
+/// well as a file can); `file` is [`REF_NAME`] followed by the name, the secret redacted.
+pub fn scan_ref_names(names: &[&str], rules: &Rules) -> Vec<GitFinding> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut out = Vec::new();
+    scan_names(rules, &names, REF_NAME, "", &mut out);
+    out
 }
 
 /// The commits of `range` (`A..B`, `A...B`, or one revision and its history), or every commit
@@ -109,7 +150,8 @@ pub fn scan_range(repo: &Repository, range: Option<&str>, rules: &Rules) -> Resu
 }
 
 /// Scan files and directories on disk (recursively; `.git` directories and symlinks are
-/// skipped, as are binary files). `commit` is empty in the findings.
+/// skipped; binary files are scanned by their printable runs). `commit` is empty in the
+/// findings.
 pub fn scan_paths(paths: &[PathBuf], rules: &Rules) -> Result<Vec<GitFinding>, GitScanError> {
     let mut files = Vec::new();
     for p in paths {
@@ -121,17 +163,23 @@ pub fn scan_paths(paths: &[PathBuf], rules: &Rules) -> Result<Vec<GitFinding>, G
             let data =
                 std::fs::read(path).map_err(|source| GitScanError::Io { path: path.display().to_string(), source })?;
             let name = path.display().to_string();
-            if is_binary(&data) || rules.path_allowed(&name) {
+            if rules.path_allowed(&name) {
                 return Ok(Vec::new());
             }
             let ctx = Context { path: Some(&name), commit: None, low_confidence: true };
+            let (text, lines) = if is_binary(&data) {
+                let runs = printable::runs(&data);
+                (runs.text, Some(runs.lines))
+            } else {
+                (data, None)
+            };
             Ok(rules
-                .scan_with_context(&data, ctx)
+                .scan_with_context(&text, ctx)
                 .into_iter()
                 .map(|f| GitFinding {
                     rule_id: f.rule_id,
                     file: name.clone(),
-                    line: f.line,
+                    line: lines.as_ref().map_or(f.line, |l| line_of(l, f.line)),
                     commit: String::new(),
                     secret_redacted: f.secret_redacted,
                     confidence: f.confidence,
@@ -167,9 +215,9 @@ fn collect_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), GitScanError> {
     Ok(())
 }
 
-/// Git's heuristic: a NUL byte in the first 8000 bytes.
-fn is_binary(data: &[u8]) -> bool {
-    data[..data.len().min(8000)].contains(&0)
+/// The blob line of line `n` (1-based) of a [`printable::Runs`] text (0 stays 0).
+fn line_of(lines: &[u32], n: usize) -> usize {
+    if n == 0 { 0 } else { lines.get(n - 1).copied().unwrap_or(0) as usize }
 }
 
 /// Object directories a hook's environment adds (the push quarantine), for worker handles.
@@ -247,22 +295,14 @@ struct FileAdds {
     lines: Vec<u32>,
 }
 
-/// One commit: its message, and the lines it adds against its first parent.
+/// One commit: its header (author, committer, any extra header), its message, the paths it
+/// creates and the content it adds against its first parent.
 fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFinding>, GitScanError> {
     let commit = repo.find_commit(oid).map_err(GitScanError::git(format!("reading commit {oid}")))?;
     let id = oid.to_string();
     let mut out = Vec::new();
-    let ctx = Context { path: None, commit: Some(&id), low_confidence: true };
-    for f in rules.scan_with_context(commit.message_raw_bytes(), ctx) {
-        out.push(GitFinding {
-            rule_id: f.rule_id,
-            file: COMMIT_MESSAGE.to_string(),
-            line: f.line,
-            commit: id.clone(),
-            secret_redacted: f.secret_redacted,
-            confidence: f.confidence,
-        });
-    }
+    scan_text(rules, commit.raw_header_bytes(), COMMIT_HEADER, &id, &mut out);
+    scan_text(rules, commit.message_raw_bytes(), COMMIT_MESSAGE, &id, &mut out);
     let tree = commit.tree().map_err(GitScanError::git(format!("reading the tree of commit {oid}")))?;
     let parent_tree = if commit.parent_count() > 0 {
         let parent =
@@ -271,51 +311,7 @@ fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFind
     } else {
         None
     };
-    // Tree-level diff only (object ids); the added lines are computed below from the blobs.
-    let mut opts = DiffOptions::new();
-    opts.ignore_submodules(true);
-    let diff = repo
-        .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), Some(&mut opts))
-        .map_err(GitScanError::git(format!("diffing commit {oid}")))?;
-    let mut files: Vec<FileAdds> = Vec::new();
-    for delta in diff.deltas() {
-        if matches!(delta.status(), Delta::Deleted | Delta::Unmodified | Delta::Ignored | Delta::Unreadable) {
-            continue;
-        }
-        let new = delta.new_file();
-        if !matches!(new.mode(), FileMode::Blob | FileMode::BlobExecutable | FileMode::Link) {
-            continue;
-        }
-        let path = new.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        let new_blob =
-            repo.find_blob(new.id()).map_err(GitScanError::git(format!("reading {path} in commit {oid}")))?;
-        let new_data = new_blob.content();
-        // Binary files carry no lines (as in `git diff`).
-        if is_binary(new_data) {
-            continue;
-        }
-        // Added lines are whole lines of the new version: if no rule keyword occurs in it, none
-        // occurs in them, and the diff can be skipped.
-        if !rules.may_match(new_data) {
-            continue;
-        }
-        let old = delta.old_file();
-        let old_blob = if old.id().is_zero()
-            || !matches!(old.mode(), FileMode::Blob | FileMode::BlobExecutable | FileMode::Link)
-        {
-            None
-        } else {
-            Some(
-                repo.find_blob(old.id())
-                    .map_err(GitScanError::git(format!("reading {path} in the parent of {oid}")))?,
-            )
-        };
-        let (buf, lines) = added_lines(old_blob.as_ref().map_or(&[][..], |b| b.content()), new_data);
-        // Added text no rule can match needs no further work.
-        if rules.may_match(&buf) {
-            files.push(FileAdds { path, buf, lines });
-        }
-    }
+    let changes = tree_changes(repo, parent_tree.as_ref(), &tree)?;
     // A merge re-presents its other parents' lines as added against the first parent; a line
     // that one of the other parents already has at that path is not the merge's own.
     let other_parents: Vec<git2::Tree<'_>> = if commit.parent_count() > 1 {
@@ -327,32 +323,160 @@ fn scan_commit(repo: &Repository, oid: Oid, rules: &Rules) -> Result<Vec<GitFind
     } else {
         Vec::new()
     };
+    out.extend(scan_changes(repo, &changes, &id, &other_parents, rules)?);
+    Ok(out)
+}
+
+/// Findings in `data` (a header or a message), reported in `file` (e.g. [`COMMIT_MESSAGE`]).
+fn scan_text(rules: &Rules, data: &[u8], file: &str, id: &str, out: &mut Vec<GitFinding>) {
+    let ctx = Context { path: None, commit: Some(id), low_confidence: true };
+    for f in rules.scan_with_context(data, ctx) {
+        out.push(GitFinding {
+            rule_id: f.rule_id,
+            file: file.to_string(),
+            line: f.line,
+            commit: id.to_string(),
+            secret_redacted: f.secret_redacted,
+            confidence: f.confidence,
+        });
+    }
+}
+
+/// A tag or commit object as stored: its header (up to the first empty line) is scanned as
+/// `header`, the rest as `message`.
+fn scan_object_text(
+    repo: &Repository,
+    oid: Oid,
+    header: &str,
+    message: &str,
+    rules: &Rules,
+    out: &mut Vec<GitFinding>,
+) -> Result<(), GitScanError> {
+    let odb = repo.odb().map_err(GitScanError::git("opening the object database"))?;
+    let obj = odb.read(oid).map_err(GitScanError::git(format!("reading object {oid}")))?;
+    let data = obj.data();
+    let split = memchr::memmem::find(data, b"\n\n").map_or(data.len(), |p| p + 1);
+    let id = oid.to_string();
+    scan_text(rules, &data[..split], header, &id, out);
+    scan_text(rules, data.get(split + 1..).unwrap_or_default(), message, &id, out);
+    Ok(())
+}
+
+/// Findings in names (paths, ref names), one per line of one scan; `file` is `prefix` and the
+/// name with the secret's span replaced by its redacted form, so no finding repeats a secret.
+fn scan_names(rules: &Rules, names: &[String], prefix: &str, id: &str, out: &mut Vec<GitFinding>) {
+    let mut buf = Vec::new();
+    let mut starts = Vec::with_capacity(names.len());
+    for n in names {
+        starts.push(buf.len());
+        buf.extend_from_slice(n.as_bytes());
+        buf.push(b'\n');
+    }
+    if !rules.may_match_decoded(&buf) {
+        return;
+    }
+    let ctx = Context { path: None, commit: Some(id), low_confidence: true };
+    for f in rules.scan_with_context(&buf, ctx) {
+        let Some((name, &at)) = f.line.checked_sub(1).and_then(|i| names.get(i).zip(starts.get(i))) else { continue };
+        let name = name.as_bytes();
+        let (s, e) = (f.start.saturating_sub(at).min(name.len()), f.end.saturating_sub(at).min(name.len()));
+        let shown = format!(
+            "{}{}{}",
+            String::from_utf8_lossy(&name[..s]),
+            f.secret_redacted,
+            String::from_utf8_lossy(&name[e.max(s)..])
+        );
+        out.push(GitFinding {
+            rule_id: f.rule_id,
+            file: format!("{prefix}{shown}"),
+            line: 0,
+            commit: id.to_string(),
+            secret_redacted: f.secret_redacted,
+            confidence: f.confidence,
+        });
+    }
+}
+
+/// What a tree change brings: its new paths, and the content it adds to each changed blob
+/// (all of a new blob; binary blobs by their printable runs). `other_parents` are a merge's
+/// parents beyond the first, whose lines and paths are not the merge's own.
+fn scan_changes(
+    repo: &Repository,
+    changes: &TreeChanges,
+    id: &str,
+    other_parents: &[git2::Tree<'_>],
+    rules: &Rules,
+) -> Result<Vec<GitFinding>, GitScanError> {
+    let mut out = Vec::new();
+    let new_paths: Vec<String> = changes
+        .new_paths
+        .iter()
+        .filter(|p| !other_parents.iter().any(|t| t.get_path(Path::new(p.as_str())).is_ok()))
+        .cloned()
+        .collect();
+    scan_names(rules, &new_paths, PATH, id, &mut out);
+    let mut files: Vec<FileAdds> = Vec::new();
+    for change in &changes.blobs {
+        if let Some(f) = added_content(repo, change, id, rules)? {
+            files.push(f);
+        }
+    }
     for f in files {
         if f.buf.is_empty() || rules.path_allowed(&f.path) {
             continue;
         }
-        let ctx = Context { path: Some(&f.path), commit: Some(&id), low_confidence: true };
+        let ctx = Context { path: Some(&f.path), commit: Some(id), low_confidence: true };
         let buf_lines: Vec<&[u8]> =
             if other_parents.is_empty() { Vec::new() } else { f.buf.split(|&b| b == b'\n').collect() };
         for x in rules.scan_with_context(&f.buf, ctx) {
             if x.line > 0
                 && let Some(text) = buf_lines.get(x.line - 1)
-                && in_other_parent(repo, &other_parents, &f.path, text)?
+                && in_other_parent(repo, other_parents, &f.path, text)?
             {
                 continue;
             }
-            let line = if x.line == 0 { 0 } else { f.lines.get(x.line - 1).copied().unwrap_or(0) as usize };
             out.push(GitFinding {
                 rule_id: x.rule_id,
                 file: f.path.clone(),
-                line,
-                commit: id.clone(),
+                line: line_of(&f.lines, x.line),
+                commit: id.to_string(),
                 secret_redacted: x.secret_redacted,
                 confidence: x.confidence,
             });
         }
     }
     Ok(out)
+}
+
+/// The content `change` adds, with the blob line of each added line; `None` when nothing in it
+/// (raw or decoded) can match a rule. Text is diffed line by line; a binary blob is diffed by
+/// its printable runs, so only the text the change brings is reported.
+fn added_content(
+    repo: &Repository,
+    change: &BlobChange,
+    id: &str,
+    rules: &Rules,
+) -> Result<Option<FileAdds>, GitScanError> {
+    let path = &change.path;
+    let new_blob = repo.find_blob(change.new).map_err(GitScanError::git(format!("reading {path} in {id}")))?;
+    let old_blob = change
+        .old
+        .map(|o| repo.find_blob(o).map_err(GitScanError::git(format!("reading {path} in the parent of {id}"))))
+        .transpose()?;
+    let (new_data, old_data) = (new_blob.content(), old_blob.as_ref().map_or(&[][..], |b| b.content()));
+    let (buf, lines) = if is_binary(new_data) {
+        let new_runs = printable::runs(new_data);
+        if !rules.may_match_decoded(&new_runs.text) {
+            return Ok(None);
+        }
+        let (buf, numbers) = added_lines(&printable::runs(old_data).text, &new_runs.text);
+        let lines = numbers.iter().map(|&n| line_of(&new_runs.lines, n as usize) as u32).collect();
+        (buf, lines)
+    } else {
+        added_lines(old_data, new_data)
+    };
+    // Added text no rule can match, raw or decoded, needs no further work.
+    Ok(rules.may_match_decoded(&buf).then(|| FileAdds { path: path.clone(), buf, lines }))
 }
 
 /// Whether any of `trees` has a file at `path` containing `line` as a whole line.
@@ -486,6 +610,7 @@ mod tests {
     }
 
     /// The added lines' numbers as the stock `git diff` reports them (`-U0` hunk headers).
+    #[allow(clippy::disallowed_methods)] // the test compares with the real git diff
     fn git_added(dir: &Path, old: &str, new: &str) -> Vec<u32> {
         std::fs::write(dir.join("old"), old).unwrap();
         std::fs::write(dir.join("new"), new).unwrap();

@@ -1,6 +1,10 @@
 //! git-gate end to end: the stock `git` client against `git_gate::run` on 127.0.0.1:0, with a
 //! real `sshd` upstream reached with a generated deploy key and a pinned host key.
 
+// Tests drive real programs (git, curl, docker, sshd, the binaries under test) directly.
+#![allow(clippy::disallowed_methods)]
+
+mod every_byte;
 mod hold;
 mod scan_cli;
 mod support;

@@ -260,10 +260,13 @@ fn files_on_disk_and_exit_codes() {
     write(tmp.path(), "dirty/b.txt", &format!("one\ntwo\n{line}\n"));
     std::fs::write(tmp.path().join("dirty/blob.bin"), [&[0u8, 1, 2][..], line.as_bytes()].concat()).unwrap();
 
+    // A binary file is scanned too, by its printable runs.
     let found = scan_paths(&[tmp.path().to_path_buf()], Rules::builtin()).unwrap();
-    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!((found[0].rule_id.as_str(), found[0].line, found[0].commit.as_str()), ("github-pat", 3, ""));
     assert!(found[0].file.ends_with("dirty/b.txt"));
+    assert_eq!((found[1].rule_id.as_str(), found[1].line), ("github-pat", 1));
+    assert!(found[1].file.ends_with("dirty/blob.bin"));
 
     let run = |args: &[&str], dir: &str| {
         Command::new(bin()).arg("scan").args(args).arg(tmp.path().join(dir)).output().unwrap()
@@ -288,6 +291,7 @@ fn files_on_disk_and_exit_codes() {
     let v: serde_json::Value = serde_json::from_slice(&replaced.stdout).unwrap();
     let ids: Vec<&str> = v.as_array().unwrap().iter().map(|f| f["rule_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["word-two"]);
+    std::fs::remove_file(tmp.path().join("dirty/blob.bin")).unwrap();
     let extended = run(&["--rules", rules_arg, "--format", "json"], "dirty");
     let v: serde_json::Value = serde_json::from_slice(&extended.stdout).unwrap();
     let mut ids: Vec<&str> = v.as_array().unwrap().iter().map(|f| f["rule_id"].as_str().unwrap()).collect();

@@ -299,7 +299,9 @@ fn edit_json(value: &Value) -> anyhow::Result<Value> {
         anyhow::bail!("$EDITOR is empty");
     }
     let program = words.remove(0);
-    // Interactive: the editor owns the terminal until the operator closes it, so no timeout.
+    // Interactive: the editor owns the terminal until the operator closes it, so no timeout,
+    // and it needs the operator's environment (TERM, HOME) and stdio, not common::proc's.
+    #[allow(clippy::disallowed_methods)]
     let status = std::process::Command::new(&program)
         .args(&words)
         .arg(file.path())

@@ -60,6 +60,15 @@ pub struct PyClient {
 
 impl PyClient {
     pub fn connect(url: &str, mode: Mode) -> PyClient {
+        Self::start(url, mode, None)
+    }
+
+    /// Connects sending `Authorization: Bearer <token>` on every request.
+    pub fn connect_with_token(url: &str, mode: Mode, token: &str) -> PyClient {
+        Self::start(url, mode, Some(token))
+    }
+
+    fn start(url: &str, mode: Mode, token: Option<&str>) -> PyClient {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().find_map(|p| {
             let s = p.join("crates/supervise/tests/mcp_client.py");
             s.exists().then_some(s)
@@ -72,6 +81,8 @@ impl PyClient {
         let mut child = Command::new(python())
             .arg(script.expect("crates/supervise/tests/mcp_client.py"))
             .args([url, mode])
+            // The token travels in the environment, never on a command line.
+            .envs(token.map(|t| ("MCP_BEARER_TOKEN", t)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

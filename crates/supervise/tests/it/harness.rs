@@ -54,13 +54,18 @@ impl Drop for Server {
 }
 
 pub fn config(queue_dir: &Path, wait_secs: u64) -> supervise::Config {
-    supervise::Config {
-        queue_dir: queue_dir.to_path_buf(),
-        bottle: "b1".into(),
-        wait_timeout: std::time::Duration::from_secs(wait_secs),
-        routes: None,
-        allowed_hosts: Vec::new(),
-    }
+    config_with(queue_dir, wait_secs, &[])
+}
+
+/// The config the flags `--queue-dir DIR --bottle b1 --wait-timeout SECS` and `extra` make.
+pub fn config_with(queue_dir: &Path, wait_secs: u64, extra: &[&str]) -> supervise::Config {
+    use clap::Parser as _;
+    let (dir, wait) = (queue_dir.to_str().unwrap().to_string(), wait_secs.to_string());
+    let mut argv = vec!["supervise", "--listen", "127.0.0.1:0", "--queue-dir", &dir, "--bottle", "b1"];
+    argv.extend(["--wait-timeout", &wait]);
+    argv.extend_from_slice(extra);
+    let args = supervise::Args::try_parse_from(argv).unwrap_or_else(|e| panic!("supervise flags {extra:?}: {e}"));
+    args.validate(None).unwrap_or_else(|e| panic!("supervise flags {extra:?}: {e}")).1
 }
 
 /// Waits (polling, bounded) until `dir` holds a request not in `seen`, and returns its id.

@@ -182,17 +182,16 @@ fn initialize_with_host(addr: std::net::SocketAddr, host: &str) -> u16 {
 #[test]
 fn host_header_allowlist() {
     let dir = tempfile::tempdir().unwrap();
-    let any = Server::start(config(dir.path(), 1));
-    assert_eq!(
-        initialize_with_host(any.addr, "10.77.0.2:9100"),
-        200,
-        "default: the bundle IP the agent uses is accepted"
-    );
+    let default = Server::start(config(dir.path(), 1));
+    let port = default.addr.port();
+    assert_eq!(initialize_with_host(default.addr, &format!("127.0.0.1:{port}")), 200, "loopback: a published port");
+    assert_eq!(initialize_with_host(default.addr, "10.77.0.2:9100"), 403, "default: only this bundle's addresses");
     let mut cfg = config(dir.path(), 1);
     cfg.allowed_hosts = vec!["bundle.internal".into()];
-    let strict = Server::start(cfg);
-    assert_eq!(initialize_with_host(strict.addr, "bundle.internal:9100"), 200);
-    assert_eq!(initialize_with_host(strict.addr, "evil.example.com"), 403);
+    let extra = Server::start(cfg);
+    assert_eq!(initialize_with_host(extra.addr, "bundle.internal:9100"), 200, "--allowed-host adds a name");
+    assert_eq!(initialize_with_host(extra.addr, "localhost"), 200, "and keeps the defaults");
+    assert_eq!(initialize_with_host(extra.addr, "evil.example.com"), 403);
 }
 
 #[test]

@@ -1,0 +1,116 @@
+//! Address planning: the bottle's internal agent↔bundle subnet, chosen clear of every subnet the
+//! engine and the host already use.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// An IPv4 network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Subnet {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Subnet {
+        let mask = Self::mask(prefix);
+        Subnet { addr: Ipv4Addr::from(u32::from(addr) & mask), prefix }
+    }
+
+    fn mask(prefix: u8) -> u32 {
+        if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) }
+    }
+
+    fn first(&self) -> u32 {
+        u32::from(self.addr)
+    }
+
+    fn last(&self) -> u32 {
+        self.first() | !Self::mask(self.prefix)
+    }
+
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        self.first() <= other.last() && other.first() <= self.last()
+    }
+
+    /// The `n`th address in the subnet (`.1` is the gateway).
+    pub fn host(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.first() + n)
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Subnet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR subnet"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{s:?}: bad address"))?;
+        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("{s:?}: bad prefix"))?;
+        Ok(Subnet::new(addr, prefix))
+    }
+}
+
+impl From<Subnet> for String {
+    fn from(s: Subnet) -> String {
+        s.to_string()
+    }
+}
+
+impl TryFrom<String> for Subnet {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// Where bottle subnets are carved from: private space Docker's default pools do not use.
+pub const POOL: Subnet = Subnet { addr: Ipv4Addr::new(10, 243, 0, 0), prefix: 16 };
+/// One bottle's internal network: network, gateway (the host), bundle, agent, spare.
+pub const BOTTLE_PREFIX: u8 = 28;
+
+/// The first free `/28` of [`POOL`], starting the search at a point derived from `seed` so that
+/// bottles launched at the same moment rarely race for the same one (the engine refuses an
+/// overlapping subnet, and launch then plans again).
+pub fn choose(used: &[Subnet], seed: &str) -> Option<Subnet> {
+    let slots = 1u32 << (BOTTLE_PREFIX - POOL.prefix);
+    let start = seed.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % slots;
+    (0..slots)
+        .map(|i| (start + i) % slots)
+        .map(|i| Subnet::new(POOL.host(i << (32 - BOTTLE_PREFIX)), BOTTLE_PREFIX))
+        .find(|candidate| !used.iter().any(|u| u.overlaps(candidate)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_parse_overlap_and_host() {
+        let a: Subnet = "10.243.0.16/28".parse().unwrap();
+        assert_eq!(a.host(2), Ipv4Addr::new(10, 243, 0, 18));
+        assert!(a.overlaps(&"10.0.0.0/8".parse().unwrap()));
+        assert!(!a.overlaps(&"10.243.0.32/28".parse().unwrap()));
+        assert_eq!("10.243.0.17/28".parse::<Subnet>().unwrap(), a, "host bits are masked");
+        assert!("10.0.0.0/33".parse::<Subnet>().is_err());
+        assert!("nonsense".parse::<Subnet>().is_err());
+    }
+
+    #[test]
+    fn choose_skips_used_space() {
+        let first = choose(&[], "x").unwrap();
+        assert_eq!(first.prefix, 28);
+        assert!(POOL.overlaps(&first));
+        let again = choose(&[first], "x").unwrap();
+        assert_ne!(again, first);
+        assert!(choose(&["10.0.0.0/8".parse().unwrap()], "x").is_none(), "the whole pool is taken");
+        // Different seeds start in different places.
+        assert_ne!(choose(&[], "bottle-a1b2c3").unwrap(), choose(&[], "bottle-d4e5f6").unwrap());
+    }
+}
