@@ -161,7 +161,7 @@ pub async fn run(args: StartArgs, home: &Home) -> anyhow::Result<ExitCode> {
     unreachable!("the last attempt returns")
 }
 
-/// An exclusive lock on the home's `state/.loopback.lock` (smolvm launches only), released on
+/// An exclusive lock on the home's `.loopback.lock` (smolvm launches only), released on
 /// drop.
 struct LoopbackLock {
     _held: Option<nix::fcntl::Flock<std::fs::File>>,
@@ -172,8 +172,8 @@ impl LoopbackLock {
         if backend != Backend::Smolvm {
             return Ok(LoopbackLock { _held: None });
         }
-        let dir = home.root().join("state");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = home.root();
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(".loopback.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
