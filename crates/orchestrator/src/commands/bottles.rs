@@ -277,7 +277,9 @@ async fn remove_orphan(engine: &dyn Engine, home: &Home, slug: &str) -> Vec<Stri
     let state = home.state_dir(slug);
     let entries = Ledger::read(&state.join("ledger.jsonl")).unwrap_or_default();
     let tokens = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty()).map(common::Secret::new);
-    let mut errors = launch::teardown(engine, &tokens, slug, &entries, &Timings::default()).await;
+    let smolvm = crate::vmm::smolvm::SmolvmCli::find();
+    let vmm = smolvm.as_ref().map(|v| v as &dyn crate::vmm::Vmm);
+    let mut errors = launch::teardown(engine, vmm, &tokens, slug, &entries, &Timings::default()).await;
     for dir in [state, home.queue_dir(slug)] {
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound

@@ -35,12 +35,26 @@ pub async fn gather(
         host_gateway,
         sidecar_image,
         runsc: info.runtimes.iter().any(|r| r == "runsc"),
+        used_loopback: used_loopback(home),
         env_present,
         hostname: nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "unknown-host".into()),
     })
+}
+
+/// Loopback addresses the home's bottles hold: each bottle's `plan.json` records its link.
+/// Read under the home's loopback lock (see `commands::start`), so two launches never pick the
+/// same one.
+pub fn used_loopback(home: &std::path::Path) -> Vec<Ipv4Addr> {
+    let Ok(dirs) = std::fs::read_dir(home.join("state")) else { return Vec::new() };
+    dirs.filter_map(Result::ok)
+        .filter_map(|d| std::fs::read(d.path().join("plan.json")).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(|v| v["network"]["link"]["kind"] == "loopback")
+        .filter_map(|v| v["network"]["link"]["ip"].as_str()?.parse().ok())
+        .collect()
 }
 
 /// IPv4 routes of the host (`/proc/net/route`), the default route left out.

@@ -1,5 +1,5 @@
-//! Address planning: the bottle's internal agent↔bundle subnet, chosen clear of every subnet the
-//! engine and the host already use.
+//! Address planning: the bottle's internal agent↔bundle subnet (Docker), chosen clear of every
+//! subnet the engine and the host already use, or its loopback address (smolvm).
 
 use std::net::Ipv4Addr;
 
@@ -87,9 +87,35 @@ pub fn choose(used: &[Subnet], seed: &str) -> Option<Subnet> {
         .find(|candidate| !used.iter().any(|u| u.overlaps(candidate)))
 }
 
+/// Where a smolvm bottle's loopback address comes from. On Linux all of 127.0.0.0/8 reaches
+/// the loopback interface, so no alias is needed; this /16 keeps clear of 127.0.0.1 and of the
+/// 127.0.x.y addresses resolvers and test servers use.
+pub const LOOPBACK_POOL: Subnet = Subnet { addr: Ipv4Addr::new(127, 77, 0, 0), prefix: 16 };
+
+/// A free address of [`LOOPBACK_POOL`] (not its first or last), the search starting at a point
+/// derived from `seed`. The caller holds the home's loopback lock from here until the choice is
+/// recorded in the bottle's state.
+pub fn choose_loopback(used: &[Ipv4Addr], seed: &str) -> Option<Ipv4Addr> {
+    let slots = (LOOPBACK_POOL.last() - LOOPBACK_POOL.first()) - 1;
+    let start = seed.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % slots;
+    (0..slots).map(|i| LOOPBACK_POOL.host(1 + (start + i) % slots)).find(|ip| !used.contains(ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_addresses_are_free_and_in_the_pool() {
+        let a = choose_loopback(&[], "demo-abc123").unwrap();
+        assert!(LOOPBACK_POOL.overlaps(&Subnet::new(a, 32)) && a != LOOPBACK_POOL.addr);
+        assert_ne!(a, Ipv4Addr::new(127, 77, 255, 255));
+        let b = choose_loopback(&[a], "demo-abc123").unwrap();
+        assert_ne!(a, b);
+        assert_ne!(choose_loopback(&[], "one-aaaaaa"), choose_loopback(&[], "two-bbbbbb"));
+        let all: Vec<Ipv4Addr> = (1..65535).map(|n| LOOPBACK_POOL.host(n)).collect();
+        assert_eq!(choose_loopback(&all, "x"), None, "a full pool is an error, not a reuse");
+    }
 
     #[test]
     fn subnets_parse_overlap_and_host() {
