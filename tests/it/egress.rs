@@ -2,14 +2,16 @@
 //! read-only. A host-side rewrite of routes.json (atomic rename, as the orchestrator does it)
 //! takes effect live, and an allowed request goes all the way through the bumped TLS to a real
 //! HTTPS upstream on the host (`openssl s_server`, trusted via EGRESS_UPSTREAM_CA, reached as
-//! `up.test` through `--add-host up.test:host-gateway` and the system resolver).
+//! `up.test` through `--add-host up.test:host-gateway` and, as the orchestrator does for a
+//! bottle's `hosts`, an `EGRESS_RESOLVE` pin to the same address: a name answered with an
+//! internal address is followed only when the operator pinned it).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::{Container, chown_for_bundle, docker_available, make_ca, openssl, sidecar_image};
+use tests::{Container, chown_for_bundle, docker_available, host_gateway, make_ca, openssl, sidecar_image};
 
 /// Runs curl through the proxy; returns (http_code, http_connect, body).
 fn curl(proxy: SocketAddr, ca: &Path, url: &str) -> (String, String, String) {
@@ -115,6 +117,8 @@ fn routes_rewritten_on_the_host_take_effect_in_the_image() {
         "BOT_BOTTLE_BOTTLE=it-egress",
         "--add-host",
         "up.test:host-gateway",
+        "-e",
+        &format!("EGRESS_RESOLVE=up.test={}", host_gateway()),
         "-e",
         "EGRESS_UPSTREAM_CA=/etc/bot-bottle/egress/upstream-ca.pem",
         "-e",
