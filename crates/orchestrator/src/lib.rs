@@ -17,3 +17,4 @@ pub mod launch;
 pub mod manifest;
 pub mod plan;
 pub mod supervise;
+pub mod templates;

@@ -36,6 +36,7 @@ pub async fn gather(
         sidecar_image,
         runsc: info.runtimes.iter().any(|r| r == "runsc"),
         env_present,
+        oauth_vars: crate::templates::oauth_vars(std::env::vars_os()),
         hostname: nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())

@@ -86,6 +86,7 @@ impl Fixture {
             runsc: false,
             env_present: vec!["LAUNCH_TEST_TOKEN".into(), "LAUNCH_TEST_FORGE".into()],
             hostname: "test-host".into(),
+            oauth_vars: Vec::new(),
         };
         let plan = crate::plan::plan(&r, &facts, &Options { headless: true, ..Default::default() }).unwrap();
         let host = |k: &str| match k {

@@ -64,6 +64,9 @@ pub struct HostFacts {
     pub env_present: Vec<String>,
     /// This machine's name (in provisioned keys' titles, so strays are recognisable).
     pub hostname: String,
+    /// Host env vars whose value is shaped like an OAuth token (names only): a provider
+    /// template sends those as a bearer token.
+    pub oauth_vars: Vec<String>,
 }
 
 /// What the operator asked for on the command line.
@@ -170,6 +173,8 @@ pub enum AgentImage {
     Reference { image: String },
     /// Built from a Dockerfile, tagged by the hash of its context.
     Dockerfile { dockerfile: PathBuf, context: PathBuf },
+    /// A provider template's image (`docker/agents/<template>/Dockerfile`, compiled in).
+    Template { template: Template },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -363,7 +368,10 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     let mut secrets = Vec::new();
     let mut slots: BTreeMap<String, String> = BTreeMap::new();
     let mut routes_json = Vec::new();
-    for (i, route) in r.routes.iter().enumerate() {
+    // A provider template (claude, codex): image, command, env, files and the provider's route.
+    let template = crate::templates::for_plan(r, facts, opts.headless, network.bundle_ip);
+    let template_route = template.as_ref().and_then(|(_, route)| route.clone());
+    for (i, route) in r.routes.iter().chain(template_route.iter()).enumerate() {
         let mut v = crate::manifest::route_json(&route.value, 0);
         if let Some(auth) = &route.value.auth {
             let n = slots.len();
@@ -373,8 +381,9 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
                 .clone();
             v["auth"]["token_env"] = serde_json::Value::String(slot.clone());
             if !facts.env_present.contains(&auth.token_ref) {
+                let key = if i < r.routes.len() { "/auth/token_ref" } else { "/auth_token" };
                 problems.push(Problem {
-                    at: r.loc_in(route, "/auth/token_ref"),
+                    at: r.loc_in(route, key),
                     message: format!("the host variable {} is not set", auth.token_ref),
                 });
             }
@@ -586,6 +595,12 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
                 p.value.read_only_root.unwrap_or(true),
             )
         }
+        Some(p) if let Some((t, _)) = &template => (
+            AgentImage::Template { template: p.value.template },
+            t.command.clone(),
+            p.value.user.clone(),
+            p.value.read_only_root.unwrap_or(true),
+        ),
         _ => {
             // Reported by the manifest checks; a plan is still produced for --dry-run only when
             // there are no problems, so this is never used.
@@ -598,6 +613,7 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     if supervise_on {
         agent_env.push(EnvVar::hidden(provision::SUPERVISE_TOKEN_ENV, "minted at launch"));
     }
+    agent_env.extend(template.iter().flat_map(|(t, _)| &t.env).map(|(k, v)| EnvVar::shown(k, v)));
     for (name, src) in &r.env {
         let source = match &src.value {
             crate::manifest::EnvSource::Literal { .. } => "manifest".to_string(),
@@ -647,6 +663,10 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
             reader: Reader::Agent,
             content: FileContent::McpConfig { url: endpoints.supervise.clone() },
         });
+    }
+    for (name, text) in template.iter().flat_map(|(t, _)| &t.files) {
+        let content = FileContent::Text { text: text.clone() };
+        files.push(FilePlan { path: format!("agent/{name}").into(), reader: Reader::Agent, content });
     }
     let mut agent_mounts = vec![bind("agent", provision::AGENT_DIR, true)];
     if let Some(a) = &r.agent {

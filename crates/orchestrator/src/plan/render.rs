@@ -46,6 +46,9 @@ pub fn text(p: &BottlePlan) -> String {
     let image = match &a.image {
         AgentImage::Reference { image } => image.clone(),
         AgentImage::Dockerfile { dockerfile, .. } => format!("built from {}", dockerfile.display()),
+        AgentImage::Template { template } => {
+            format!("built from the {} template's Dockerfile", crate::templates::name(*template))
+        }
     };
     let _ = writeln!(w, "\nagent {} ({image})", a.container);
     let _ = writeln!(
