@@ -19,6 +19,8 @@ struct Case<'a> {
     credential_header: &'a str,
     scheme: &'a str,
     placeholder_prefix: &'a str,
+    /// What in the first model request shows the CLI listed the supervise MCP server's tools.
+    mcp_listed: &'a [&'a str],
     extra: &'a str,
 }
 
@@ -66,10 +68,11 @@ fn one_turn(case: Case<'_>) {
     let record = serde_json::to_string(&requests).unwrap();
     assert!(!record.contains(case.placeholder_prefix), "the placeholder reached the provider\n{ctx}");
 
-    // The CLI listed the supervise MCP server's tools: the model saw them in its request.
+    // The CLI listed the supervise MCP server (connected with the bottle's token): the model
+    // saw it in its first request.
     let body = model[0]["body"].as_str().unwrap_or_default();
-    for tool in ["ask_operator", "request_egress"] {
-        assert!(body.contains(tool), "the {tool} tool is not in the model request\n{ctx}");
+    for listed in case.mcp_listed {
+        assert!(body.contains(listed), "{listed} is not in the model request\n{ctx}");
     }
 
     // The running agent: environment, argv, files, and the container's configuration hold the
@@ -91,6 +94,7 @@ fn claude_code_runs_a_turn_with_a_key_it_never_holds() {
         credential_header: "x-api-key",
         scheme: "",
         placeholder_prefix: "sk-ant-api03-bot-bottle-placeholder",
+        mcp_listed: &["mcp__supervise__ask_operator", "mcp__supervise__request_egress"],
         // A 4xx is final after two retries rather than a minute of them.
         extra: "env:\n  CLAUDE_CODE_MAX_RETRIES: \"2\"\n",
     });
@@ -106,6 +110,9 @@ fn codex_runs_a_turn_with_a_key_it_never_holds() {
         credential_header: "authorization",
         scheme: "Bearer",
         placeholder_prefix: "sk-proj-bot-bottle-placeholder",
+        // Codex 0.171 lists an MCP server as a deferred namespace with the description the
+        // server gave at initialize, and loads the tools' schemas when the model asks.
+        mcp_listed: &["mcp__supervise: Tools to reach the human operator"],
         extra: "",
     });
 }
@@ -160,7 +167,11 @@ row npm "$(mkdir -p /tmp/npmt && cd /tmp/npmt && npm install --no-audit --no-fun
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let ctx = format!("stdout:\n{stdout}\nstderr:\n{}\nstand-in saw: {:?}", String::from_utf8_lossy(&out.stderr), files.paths());
+    let ctx = format!(
+        "stdout:\n{stdout}\nstderr:\n{}\nstand-in saw: {:?}",
+        String::from_utf8_lossy(&out.stderr),
+        files.paths()
+    );
     let rows = checks(&stdout);
     let hello = "hello-from-the-stand-in";
     let expect = [

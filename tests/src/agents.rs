@@ -195,7 +195,8 @@ impl Home {
         let deadline = Instant::now() + timeout;
         let home = format!("label=bot-bottle.home={}", self.home_id());
         while Instant::now() < deadline {
-            let out = docker(&["ps", "--filter", &home, "--filter", "label=bot-bottle.role=agent", "--format", "{{.Names}}"]);
+            let out =
+                docker(&["ps", "--filter", &home, "--filter", "label=bot-bottle.role=agent", "--format", "{{.Names}}"]);
             if let Some(name) = String::from_utf8_lossy(&out.stdout).lines().find(|l| !l.is_empty()) {
                 return Some(name.to_string());
             }

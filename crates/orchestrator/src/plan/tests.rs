@@ -195,7 +195,10 @@ fn a_template_bottle_adds_its_route_and_holds_a_placeholder() {
     let (r, _) = manifest::load(&search, &Request { agent: None, bottles: vec!["claude".into()] }).unwrap();
     let mut facts = f.facts();
     let p = plan(&r, &facts, &headless()).unwrap_err();
-    assert!(p.to_string().contains("agent_provider.auth_token: the host variable PLAN_TEST_ANTHROPIC is not set"), "{p}");
+    assert!(
+        p.to_string().contains("agent_provider.auth_token: the host variable PLAN_TEST_ANTHROPIC is not set"),
+        "{p}"
+    );
     facts.env_present.push("PLAN_TEST_ANTHROPIC".into());
     let p = plan(&r, &facts, &headless()).unwrap();
     assert_eq!(p.agent.image, AgentImage::Template { template: Template::Claude });

@@ -12,7 +12,9 @@
 //! - `sandbox_mode = "danger-full-access"`: the bottle is the sandbox; Codex's own Linux sandbox
 //!   needs namespaces a capability-less container does not grant, so its commands would fail.
 //! - MCP: `[mcp_servers.supervise]` with `url` and `bearer_token_env_var = "MCP_SUPERVISE_TOKEN"`
-//!   (the token stays in the environment, not in the file).
+//!   (the token stays in the environment, not in the file). Codex 0.171 names the server and its
+//!   description in every request ("Deferred tool namespaces: mcp__supervise") and loads the
+//!   tools' schemas when the model asks for them.
 //! - `CODEX_HOME=~/.codex`, its `config.toml` copied in from `/etc/bot-bottle/codex-config.toml`;
 //!   skills linked into `$CODEX_HOME/skills/`.
 //! - Headless: `codex exec --skip-git-repo-check <prompt>`, stdin from `/dev/null`.

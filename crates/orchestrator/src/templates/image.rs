@@ -24,11 +24,20 @@ pub fn tag(template: Template, base_image: &str, base_id: &str) -> anyhow::Resul
         h.update(part.as_bytes());
         h.update([0]);
     }
-    Ok(format!("{}-{}:{}", crate::agent::docker::AGENT_REPOSITORY, super::name(template), &hex::encode(h.finalize())[..16]))
+    Ok(format!(
+        "{}-{}:{}",
+        crate::agent::docker::AGENT_REPOSITORY,
+        super::name(template),
+        &hex::encode(h.finalize())[..16]
+    ))
 }
 
 /// Finds or builds the template's image; its ID.
-pub async fn ensure(images: &(dyn Images + Send + Sync), template: Template, progress: Progress<'_>) -> anyhow::Result<String> {
+pub async fn ensure(
+    images: &(dyn Images + Send + Sync),
+    template: Template,
+    progress: Progress<'_>,
+) -> anyhow::Result<String> {
     let base = DEFAULT_BASE_IMAGE;
     let base_id = images.image_id(base).await?.with_context(|| {
         format!(

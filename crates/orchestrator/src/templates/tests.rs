@@ -107,7 +107,10 @@ fn codex_uses_a_responses_provider_and_keeps_the_mcp_token_in_the_environment() 
         assert!(config.contains(line), "{line} missing from\n{config}");
     }
     let script = &r.command[2];
-    assert!(script.contains("exec codex exec --skip-git-repo-check \"$(cat \"$BOT_BOTTLE_PROMPT_FILE\")\" </dev/null"), "{script}");
+    assert!(
+        script.contains("exec codex exec --skip-git-repo-check \"$(cat \"$BOT_BOTTLE_PROMPT_FILE\")\" </dev/null"),
+        "{script}"
+    );
     // Without supervise, no MCP server.
     let r = render(&provider(Template::Codex), &Input { headless: true, supervise_url: None, oauth: false }).unwrap();
     assert!(!r.files[0].1.contains("mcp_servers"));
@@ -119,7 +122,9 @@ fn the_image_tag_follows_the_dockerfile_and_the_base() {
     assert!(a.starts_with("bot-bottle-agent-claude:"), "{a}");
     assert_eq!(a, image::tag(Template::Claude, "debian:bookworm-slim", "sha256:1").unwrap());
     assert_ne!(a, image::tag(Template::Claude, "debian:bookworm-slim", "sha256:2").unwrap());
-    assert!(image::tag(Template::Codex, "debian:bookworm-slim", "sha256:1").unwrap().starts_with("bot-bottle-agent-codex:"));
+    assert!(
+        image::tag(Template::Codex, "debian:bookworm-slim", "sha256:1").unwrap().starts_with("bot-bottle-agent-codex:")
+    );
     assert!(dockerfile(Template::Claude).unwrap().contains("@anthropic-ai/claude-code@2.1.197"));
     assert!(dockerfile(Template::Codex).unwrap().contains("@openai/codex@0.171.0"));
 }
