@@ -92,6 +92,7 @@ impl Fixture {
             env_present: vec!["LAUNCH_TEST_TOKEN".into(), "LAUNCH_TEST_FORGE".into()],
             hostname: "test-host".into(),
             used_loopback: Vec::new(),
+            loopback_aliases: None,
         };
         let opts = Options { headless: true, backend: Some(backend), ..Default::default() };
         let plan = crate::plan::plan(&r, &facts, &opts).unwrap();

@@ -66,6 +66,9 @@ pub struct HostFacts {
     pub hostname: String,
     /// Loopback addresses other bottles of this home hold (the smolvm link).
     pub used_loopback: Vec<Ipv4Addr>,
+    /// Where only configured aliases answer on loopback (macOS): the pool's addresses `lo0`
+    /// has. `None` where every 127/8 address does (Linux).
+    pub loopback_aliases: Option<Vec<Ipv4Addr>>,
 }
 
 /// What the operator asked for on the command line.
@@ -458,8 +461,15 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
             }
         }
         Backend::Smolvm => {
-            let Some(ip) = net::choose_loopback(&facts.used_loopback, &slug) else {
-                return Err(no_room(format!("no free loopback address left in {}", net::LOOPBACK_POOL)));
+            let chosen = match &facts.loopback_aliases {
+                None => net::choose_loopback(&facts.used_loopback, &slug),
+                Some(aliases) => net::choose_alias(aliases, &facts.used_loopback),
+            };
+            let Some(ip) = chosen else {
+                return Err(no_room(match &facts.loopback_aliases {
+                    None => format!("no free loopback address left in {}", net::LOOPBACK_POOL),
+                    Some(_) => net::alias_hint(&facts.used_loopback),
+                }));
             };
             Link::Loopback { ip }
         }

@@ -66,6 +66,7 @@ impl Fixture {
             env_present: vec!["PLAN_TEST_TOKEN".into(), "PLAN_TEST_HOST_VALUE".into()],
             hostname: "workstation".into(),
             used_loopback: vec![Ipv4Addr::new(127, 77, 0, 1)],
+            loopback_aliases: None,
         }
     }
 
@@ -181,6 +182,16 @@ fn a_smolvm_plan_puts_the_agent_in_a_vm_that_reaches_only_its_loopback_address()
     assert!(p.agent.container().is_none());
     let json = serde_json::to_string(&p).unwrap();
     assert!(!json.contains("-internal") && !json.contains("-firewall"), "{json}");
+    // Where loopback needs aliases (macOS): a configured one, or the command that makes one.
+    let search = Search { home: &f.home(), cwd: f.dir.path() };
+    let (r, _) = manifest::load(&search, &Request { agent: Some("reviewer".into()), bottles: vec![] }).unwrap();
+    let opts = Options { backend: Some(Backend::Smolvm), ..headless() };
+    let facts = HostFacts { loopback_aliases: Some(vec![Ipv4Addr::new(127, 77, 0, 9)]), ..f.facts() };
+    let Link::Loopback { ip } = plan(&r, &facts, &opts).unwrap().network.link else { panic!("loopback") };
+    assert_eq!(ip, Ipv4Addr::new(127, 77, 0, 9));
+    let facts = HostFacts { loopback_aliases: Some(Vec::new()), ..f.facts() };
+    let err = plan(&r, &facts, &opts).unwrap_err().to_string();
+    assert!(err.contains("sudo ifconfig lo0 alias 127.77.0.2 up"), "{err}");
 }
 
 #[test]
