@@ -238,7 +238,8 @@ check via_proxy "$(code http://$other:9100/mcp)"
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let subnets: Vec<&str> = plans.iter().map(|p| p["network"]["internal"]["subnet"].as_str().unwrap()).collect();
+    let subnets: Vec<&str> =
+        plans.iter().map(|p| p["network"]["link"]["network"]["subnet"].as_str().unwrap()).collect();
     assert_ne!(subnets[0], subnets[1], "separate networks");
     for (me, other) in [(&plans[0], &plans[1]), (&plans[1], &plans[0])] {
         let id = std::fs::read_dir(w.home.join("queue").join(me["slug"].as_str().unwrap()))
@@ -246,7 +247,7 @@ check via_proxy "$(code http://$other:9100/mcp)"
             .flatten()
             .find_map(|e| e.file_name().to_str()?.strip_suffix(".request.json").map(String::from))
             .unwrap();
-        let other_ip = other["network"]["bundle_ip"].as_str().unwrap();
+        let other_ip = other["network"]["link"]["bundle_ip"].as_str().unwrap();
         tests::must(&mut w.cmd(&["supervise", "answer", &id, "--approve", "--notes", other_ip]));
     }
     for (child, err) in [(a, ea), (b, eb)] {

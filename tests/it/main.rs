@@ -8,4 +8,5 @@ mod bottle;
 mod bundle;
 mod egress;
 mod git_gate;
+mod smolvm;
 mod supervise;

@@ -50,6 +50,22 @@ pub fn docker_available() -> bool {
     ok
 }
 
+/// The real smolvm CLI (`$BOT_BOTTLE_SMOLVM`, with `SMOLVM_LIB_DIR`/`SMOLVM_AGENT_ROOTFS` set as
+/// the `smolmachines` wheel needs; `.ci/run` installs it into a venv of its own). `None` (the
+/// test returns early) when unset, except under `BOT_BOTTLE_REQUIRE_SMOLVM=1` (CI), where that
+/// is a failure.
+pub fn smolvm() -> Option<PathBuf> {
+    let bin = std::env::var_os("BOT_BOTTLE_SMOLVM").filter(|v| !v.is_empty()).map(PathBuf::from);
+    if bin.is_none() {
+        assert!(
+            std::env::var("BOT_BOTTLE_REQUIRE_SMOLVM").as_deref() != Ok("1"),
+            "BOT_BOTTLE_REQUIRE_SMOLVM=1 but BOT_BOTTLE_SMOLVM is not set (.ci/run sets it)"
+        );
+        eprintln!("skipped: BOT_BOTTLE_SMOLVM is not set (scripts/venv smolvm 3.11 smolmachines installs it)");
+    }
+    bin
+}
+
 /// Where cargo put the workspace binaries for this build: the test executable lives in
 /// `target/<profile>/deps/`.
 pub fn bin_dir() -> PathBuf {

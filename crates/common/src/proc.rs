@@ -105,6 +105,20 @@ impl Cmd {
         }
     }
 
+    /// Gives the child this process's standard input (a terminal the operator types into).
+    pub fn stdin_inherit(&mut self) -> &mut Self {
+        self.cmd.stdin(Stdio::inherit());
+        self
+    }
+
+    /// Runs to completion with stdout and stderr going where this process's go; killed after
+    /// the timeout.
+    pub async fn status(mut self) -> Result<std::process::ExitStatus, ProcError> {
+        self.cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        let mut child = self.cmd.spawn().map_err(|source| ProcError::Spawn { what: self.what.clone(), source })?;
+        wait_bounded(&mut child, &self.what, self.timeout).await
+    }
+
     /// Starts the child with all three standard streams piped; the caller enforces
     /// [`Cmd::timeout`] (see [`wait_bounded`]).
     pub fn spawn_piped(mut self) -> Result<(Child, String, Duration), ProcError> {

@@ -18,3 +18,4 @@ pub mod manifest;
 pub mod plan;
 pub mod supervise;
 pub mod templates;
+pub mod vmm;

@@ -19,10 +19,10 @@ use common::consts::label;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{AgentRuntime, Prepared, Progress};
+use super::{AgentEnv, AgentRuntime, Prepared, Progress};
 use crate::engine::{Bind, ContainerSpec, Engine, ExecIo, ExecSpec, read_following_links};
 use crate::launch::ledger::{Ledger, Undo};
-use crate::plan::{AgentImage, BottlePlan, provision};
+use crate::plan::{AgentImage, BottlePlan, ContainerSandbox, provision};
 
 /// Repository of images built from a manifest's Dockerfile.
 pub const AGENT_REPOSITORY: &str = "bot-bottle-agent";
@@ -196,6 +196,10 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()
     Ok(())
 }
 
+fn container(plan: &BottlePlan) -> anyhow::Result<&ContainerSandbox> {
+    plan.agent.container().context("the docker backend was given a microVM plan")
+}
+
 #[async_trait::async_trait]
 impl AgentRuntime for DockerRuntime<'_> {
     async fn prepare(&self, plan: &BottlePlan, ledger: &Ledger, progress: Progress<'_>) -> anyhow::Result<Prepared> {
@@ -208,17 +212,21 @@ impl AgentRuntime for DockerRuntime<'_> {
                 image_user(configured.as_deref(), &probe.passwd)?.unwrap_or(DEFAULT_USER)
             }
         };
-        Ok(Prepared { image, user, system_roots: probe.roots, ca_targets: probe.targets })
+        Ok(Prepared { image, user, system_roots: probe.roots, ca_targets: probe.targets, archive: None })
     }
 
     async fn create(
         &self,
         plan: &BottlePlan,
         prepared: &Prepared,
-        env: &[(String, String)],
+        env: &AgentEnv,
         ledger: &Ledger,
     ) -> anyhow::Result<String> {
         let a = &plan.agent;
+        let c = container(plan)?;
+        let crate::plan::Link::Internal { network, agent_ip, .. } = &plan.network.link else {
+            bail!("the docker backend was given a plan without an internal network");
+        };
         let (uid, gid) = prepared.user;
         let ca_bundle = plan.state_dir.join("agent/ca-bundle.pem");
         let mut binds: Vec<Bind> = a
@@ -232,7 +240,7 @@ impl AgentRuntime for DockerRuntime<'_> {
             prepared.ca_targets.clone()
         };
         binds.extend(targets.into_iter().map(|t| Bind { source: ca_bundle.clone(), target: t, read_only: true }));
-        let tmpfs = a
+        let tmpfs = c
             .tmpfs
             .iter()
             .map(|t| {
@@ -245,23 +253,23 @@ impl AgentRuntime for DockerRuntime<'_> {
             })
             .collect();
         let spec = ContainerSpec {
-            name: a.container.clone(),
+            name: c.container.clone(),
             image: prepared.image.clone(),
             user: Some(format!("{uid}:{gid}")),
             // The engine's init idles as PID 1; the agent's command is exec'd once sealed.
             entrypoint: Some(vec!["sleep".into(), "infinity".into()]),
             cmd: Some(Vec::new()),
-            env: env.to_vec(),
+            env: env.all(),
             labels: Self::labels(plan, "agent"),
             binds,
             tmpfs,
-            network: plan.network.internal.name.clone(),
-            ip: Some(plan.network.agent_ip),
-            read_only_root: a.read_only_root,
-            cap_drop: a.cap_drop.clone(),
-            security_opt: a.security_opt.clone(),
+            network: network.name.clone(),
+            ip: Some(*agent_ip),
+            read_only_root: c.read_only_root,
+            cap_drop: c.cap_drop.clone(),
+            security_opt: c.security_opt.clone(),
             init: true,
-            runtime: a.runtime.clone(),
+            runtime: c.runtime.clone(),
             working_dir: Some(provision::HOME.into()),
             ..Default::default()
         };
@@ -274,7 +282,7 @@ impl AgentRuntime for DockerRuntime<'_> {
     async fn seal(&self, plan: &BottlePlan, agent: &str, ledger: &Ledger) -> anyhow::Result<()> {
         const RULES: &str = "/etc/bot-bottle/firewall.nft";
         let spec = ContainerSpec {
-            name: plan.agent.firewall.container.clone(),
+            name: container(plan)?.firewall.container.clone(),
             image: plan.bundle.image.clone(),
             user: Some("0:0".into()),
             entrypoint: Some(vec!["nft".into(), "-f".into(), RULES.into()]),

@@ -5,6 +5,7 @@
 //! [`crate::engine::fake::FakeEngine`] it is also what the launch tests drive.
 
 pub mod docker;
+pub mod smolvm;
 
 use crate::engine::ExecIo;
 use crate::launch::ledger::Ledger;
@@ -21,6 +22,27 @@ pub struct Prepared {
     pub system_roots: String,
     /// The image's trust-bundle files (links resolved) that the merged bundle replaces.
     pub ca_targets: Vec<String>,
+    /// The image as a `docker save` archive (the smolvm backend).
+    pub archive: Option<std::path::PathBuf>,
+}
+
+/// The agent's environment: values anyone may see (addresses, paths), and secrets (the
+/// supervise token, prompted and host-copied values), which a backend must keep off argv.
+#[derive(Clone, Default)]
+pub struct AgentEnv {
+    pub public: Vec<(String, String)>,
+    pub secret: Vec<(String, common::Secret)>,
+}
+
+impl AgentEnv {
+    /// Every variable with its value.
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.public
+            .iter()
+            .cloned()
+            .chain(self.secret.iter().map(|(k, v)| (k.clone(), v.expose().to_string())))
+            .collect()
+    }
 }
 
 /// Progress lines for the operator (image builds can take minutes).
@@ -31,13 +53,13 @@ pub type Progress<'a> = &'a (dyn Fn(String) + Send + Sync);
 pub trait AgentRuntime: Send + Sync {
     /// Builds or finds the agent image and reads what provisioning needs from it.
     async fn prepare(&self, plan: &BottlePlan, ledger: &Ledger, progress: Progress<'_>) -> anyhow::Result<Prepared>;
-    /// Creates and starts the agent with `env`, reachable only on the bottle's internal network;
+    /// Creates and starts the agent with `env`, able to reach its bundle and nothing else;
     /// records what it creates. Returns the agent's handle.
     async fn create(
         &self,
         plan: &BottlePlan,
         prepared: &Prepared,
-        env: &[(String, String)],
+        env: &AgentEnv,
         ledger: &Ledger,
     ) -> anyhow::Result<String>;
     /// Shuts every way out but the bundle's ports (before the agent's command runs).

@@ -3,12 +3,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
 use crate::home::Home;
 use crate::image::{BINARIES, DEFAULT_BASE_IMAGE, Images};
+use crate::vmm::Vmm as _;
+use crate::vmm::smolvm::SmolvmCli;
 
 struct Check {
     what: &'static str,
@@ -16,19 +17,6 @@ struct Check {
     detail: String,
     /// Needed for the Docker backend (a failure makes `doctor` exit 1).
     required: bool,
-}
-
-async fn tool_version(program: &str, arg: &str) -> Result<String, String> {
-    let mut cmd = common::proc::Cmd::new(program, Path::new("/"), Duration::from_secs(10));
-    cmd.arg(arg);
-    match cmd.output().await {
-        Ok(out) if out.status.success() || !out.stderr.is_empty() => {
-            let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
-            Ok(String::from_utf8_lossy(&text).lines().next().unwrap_or_default().to_string())
-        }
-        Ok(out) => Err(format!("exited with {}", out.status)),
-        Err(e) => Err(format!("{e:#}")),
-    }
 }
 
 pub async fn run(home: &Home) -> anyhow::Result<ExitCode> {
@@ -109,28 +97,49 @@ pub async fn run(home: &Home) -> anyhow::Result<ExitCode> {
     }
     let kvm = Path::new("/dev/kvm").exists();
     checks.push(Check {
-        what: "kvm (smolvm backend)",
+        what: "kvm device",
         ok: kvm,
-        detail: if kvm {
-            "/dev/kvm present (whether a VM boots is not tested yet: bottles use the docker backend)".into()
-        } else {
-            "no /dev/kvm: bottles use the docker backend".into()
-        },
+        detail: if kvm { "/dev/kvm present".into() } else { "no /dev/kvm: microVMs cannot run here".into() },
         required: false,
     });
-    let smolvm = match tool_version("smolvm", "--version").await {
-        Ok(v) => Ok(v),
-        Err(_) => tool_version("smol-vmm", "--version").await,
-    };
-    checks.push(match smolvm {
-        Ok(v) => Check { what: "smolvm", ok: true, detail: v, required: false },
-        Err(_) => Check {
+    match SmolvmCli::find() {
+        None => checks.push(Check {
             what: "smolvm",
             ok: false,
-            detail: "not found: pip install smolmachines (optional; the docker backend works without it)".into(),
+            detail: format!(
+                "not found (${}, or smolvm / smol-vmm on PATH): pip install smolmachines (optional; the docker \
+                 backend works without it)",
+                crate::vmm::smolvm::BIN_ENV
+            ),
             required: false,
-        },
-    });
+        }),
+        Some(vmm) => {
+            let version = vmm.version().await;
+            let found = version.is_ok();
+            checks.push(Check {
+                what: "smolvm",
+                ok: found,
+                detail: match version {
+                    Ok(v) => format!("{v} ({})", vmm.bin().display()),
+                    Err(e) => format!("{e:#}"),
+                },
+                required: false,
+            });
+            if found {
+                let p = crate::vmm::boot::probe(&vmm, &home.cache_dir()).await;
+                checks.push(Check {
+                    what: "microVM boot",
+                    ok: p.boots,
+                    detail: if p.boots {
+                        format!("{}: --backend auto uses smolvm", p.detail)
+                    } else {
+                        format!("a VM does not boot here ({}): use --backend docker (auto picks it)", p.detail)
+                    },
+                    required: false,
+                });
+            }
+        }
+    }
     checks.push(free_disk(home));
     let mut failed = false;
     for c in &checks {

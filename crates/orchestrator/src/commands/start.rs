@@ -8,7 +8,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use std::path::Path;
+
+use crate::agent::AgentRuntime;
 use crate::agent::docker::DockerRuntime;
+use crate::agent::smolvm::SmolvmRuntime;
 use crate::cli::{BackendArg, Format, StartArgs};
 use crate::engine::docker::DockerEngine;
 use crate::engine::{EngineError, ExecIo};
@@ -16,6 +20,8 @@ use crate::home::Home;
 use crate::launch::{self, Launch, Secrets, Sidecar, Timings};
 use crate::manifest::{self, Search};
 use crate::plan::{self, Backend, BottlePlan, Options};
+use crate::vmm::Vmm;
+use crate::vmm::smolvm::SmolvmCli;
 
 /// How many times a launch re-plans when another bottle took its subnet first.
 const SUBNET_ATTEMPTS: usize = 4;
@@ -28,15 +34,33 @@ pub async fn run(args: StartArgs, home: &Home) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         say(&format!("warning: {w}"));
     }
+    let smolvm = SmolvmCli::find();
     let backend = match args.backend {
-        BackendArg::Docker | BackendArg::Auto => Backend::Docker,
+        BackendArg::Docker => Backend::Docker,
         BackendArg::Smolvm => Backend::Smolvm,
+        // smolvm where a microVM really boots (found by trying, once), Docker elsewhere.
+        BackendArg::Auto => match &smolvm {
+            Some(vmm) if crate::vmm::boot::probe(vmm, &home.cache_dir()).await.boots => Backend::Smolvm,
+            _ => Backend::Docker,
+        },
+    };
+    let vmm: Option<&dyn Vmm> = match (backend, &smolvm) {
+        (Backend::Smolvm, None) => {
+            return Err(common::daemon::UsageError(format!(
+                "--backend smolvm needs the smolvm CLI: pip install smolmachines, or set ${} to it",
+                crate::vmm::smolvm::BIN_ENV
+            ))
+            .into());
+        }
+        (Backend::Smolvm, Some(v)) => Some(v),
+        (Backend::Docker, _) => None,
     };
     let opts = Options {
         label: args.label.clone(),
         backend: Some(backend),
         headless: args.headless,
         prompt: args.prompt.clone(),
+        smolvm_state_dir: smolvm.as_ref().and_then(|v| v.state_dir().map(Path::to_path_buf)),
     };
     let sidecar = Sidecar {
         bin_dir: match &args.bin_dir {
@@ -70,23 +94,32 @@ pub async fn run(args: StartArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut signals = Signals::install()?;
     for attempt in 1..=SUBNET_ATTEMPTS {
+        // Loopback addresses are chosen from what the home's bottles record: hold the lock
+        // until this bottle's record (plan.json) is written.
+        let lock = LoopbackLock::take(home, backend)?;
         let facts = launch::facts::gather(&engine, home.root(), &sidecar, nonce.clone()).await?;
         let plan = plan::plan(&resolved, &facts, &opts)?;
         let host = |k: &str| std::env::var(k).ok();
         let secrets = Secrets::gather(&plan, &resolved, &host, &launch::secrets::ask_terminal)?;
-        let runtime = DockerRuntime::new(&engine, home.cache_dir());
-        let progress = |line: String| say(&line);
-        let l = Launch {
-            engine: &engine,
-            runtime: &runtime,
-            plan: &plan,
-            timings: &timings,
-            progress: &progress,
-            euid: facts.uid,
+        let docker_runtime;
+        let vm_runtime;
+        let runtime: &dyn AgentRuntime = match (backend, vmm) {
+            (Backend::Smolvm, Some(vmm)) => {
+                vm_runtime = SmolvmRuntime::new(&engine, vmm, home.cache_dir());
+                &vm_runtime
+            }
+            _ => {
+                docker_runtime = DockerRuntime::new(&engine, home.cache_dir());
+                &docker_runtime
+            }
         };
+        let progress = |line: String| say(&line);
+        let l =
+            Launch { engine: &engine, runtime, plan: &plan, timings: &timings, progress: &progress, euid: facts.uid };
         let state_start = Instant::now();
         let ledger = launch::begin(&plan, &facts.owner, &facts.now, &secrets, facts.uid);
         timings.record("state", state_start.elapsed());
+        drop(lock);
         let ledger = match ledger {
             Ok(l) => l,
             Err(e) => {
@@ -102,7 +135,7 @@ pub async fn run(args: StartArgs, home: &Home) -> anyhow::Result<ExitCode> {
         };
         let tokens =
             |var: &str| secrets.forge_token(var).cloned().or_else(|| std::env::var(var).ok().map(common::Secret::new));
-        let errors = launch::teardown(&engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
+        let errors = launch::teardown(&engine, vmm, &tokens, &plan.slug, &ledger.entries(), &timings).await;
         report_teardown(&plan, &errors);
         let failed_teardown = !errors.is_empty();
         match outcome {
@@ -126,6 +159,32 @@ pub async fn run(args: StartArgs, home: &Home) -> anyhow::Result<ExitCode> {
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// An exclusive lock on the home's `.loopback.lock` (smolvm launches only), released on
+/// drop.
+struct LoopbackLock {
+    _held: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+impl LoopbackLock {
+    fn take(home: &Home, backend: Backend) -> anyhow::Result<LoopbackLock> {
+        if backend != Backend::Smolvm {
+            return Ok(LoopbackLock { _held: None });
+        }
+        let dir = home.root();
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(".loopback.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))?;
+        Ok(LoopbackLock { _held: Some(lock) })
+    }
 }
 
 enum Outcome {

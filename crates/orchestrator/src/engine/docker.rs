@@ -13,7 +13,7 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig, Mount, MountType,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -235,8 +235,18 @@ impl Engine for DockerEngine {
                     },
                 )])),
             });
+        let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
+            .publish
+            .iter()
+            .map(|(port, ip)| {
+                // An empty host port: the engine picks a free one (read back with `published_ports`).
+                let binding = PortBinding { host_ip: Some(ip.to_string()), host_port: Some(String::new()) };
+                (format!("{port}/tcp"), Some(vec![binding]))
+            })
+            .collect();
         let host_config = HostConfig {
             mounts: Some(mounts),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             tmpfs: Some(spec.tmpfs.iter().cloned().collect()),
             network_mode: Some(spec.network.clone()),
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
@@ -256,6 +266,8 @@ impl Engine for DockerEngine {
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels(&spec.labels)),
             working_dir: spec.working_dir.clone(),
+            exposed_ports: (!spec.publish.is_empty())
+                .then(|| spec.publish.iter().map(|(port, _)| format!("{port}/tcp")).collect()),
             host_config: Some(host_config),
             networking_config,
             ..Default::default()
@@ -436,6 +448,38 @@ impl Engine for DockerEngine {
         }
         let inspect = self.docker.inspect_exec(&exec.id).await.with_context(|| format!("asking how {what} ended"))?;
         Ok(ExecOutput { code: inspect.exit_code.unwrap_or(-1), output: captured })
+    }
+
+    async fn published_ports(&self, id: &str) -> anyhow::Result<BTreeMap<u16, (Ipv4Addr, u16)>> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .with_context(|| format!("inspecting container {id}"))?;
+        let ports = c.network_settings.and_then(|n| n.ports).unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for (key, bindings) in ports {
+            let Some(port) = key.strip_suffix("/tcp").and_then(|p| p.parse::<u16>().ok()) else { continue };
+            for b in bindings.unwrap_or_default() {
+                let ip = b.host_ip.as_deref().and_then(|i| i.parse::<Ipv4Addr>().ok());
+                let host_port = b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok());
+                if let (Some(ip), Some(host_port)) = (ip, host_port) {
+                    out.insert(port, (ip, host_port));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn save_image(&self, id: &str, path: &std::path::Path) -> anyhow::Result<()> {
+        let mut file = tokio::fs::File::create(path).await.with_context(|| format!("creating {}", path.display()))?;
+        let mut stream = self.docker.export_image(id);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(|| format!("saving image {id}"))?;
+            file.write_all(&chunk).await.with_context(|| format!("writing {}", path.display()))?;
+        }
+        file.sync_all().await.with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
     }
 }
 

@@ -265,4 +265,19 @@ impl Engine for FakeEngine {
         self.change(format!("exec {name} {}", spec.cmd.join(" ")))?;
         Ok(ExecOutput { code: self.state.lock().unwrap().exec_code, output: Vec::new() })
     }
+
+    async fn published_ports(&self, id: &str) -> anyhow::Result<BTreeMap<u16, (Ipv4Addr, u16)>> {
+        let name = self.name_of(id);
+        self.record(format!("published_ports {name}"));
+        let s = self.state.lock().unwrap();
+        let Some((spec, true)) = s.containers.get(id) else { bail!("container {name} is not running") };
+        // Deterministic stand-ins for the engine's random host ports.
+        Ok(spec.publish.iter().map(|(port, ip)| (*port, (*ip, 30000 + port % 1000))).collect())
+    }
+
+    async fn save_image(&self, id: &str, path: &std::path::Path) -> anyhow::Result<()> {
+        self.change(format!("save_image {id}"))?;
+        std::fs::write(path, format!("fake archive of {id}"))?;
+        Ok(())
+    }
 }

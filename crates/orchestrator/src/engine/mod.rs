@@ -59,6 +59,9 @@ pub struct ContainerSpec {
     pub init: bool,
     pub runtime: Option<String>,
     pub working_dir: Option<String>,
+    /// TCP ports published on a host address, each at a random host port (see
+    /// [`Engine::published_ports`]).
+    pub publish: Vec<(u16, Ipv4Addr)>,
 }
 
 impl std::fmt::Debug for ContainerSpec {
@@ -175,6 +178,10 @@ pub trait Engine: Images + Send + Sync {
     /// A path in a container (created or running), not following links.
     async fn read_file(&self, id: &str, path: &str) -> anyhow::Result<FileRead>;
     async fn exec(&self, id: &str, spec: &ExecSpec) -> anyhow::Result<ExecOutput>;
+    /// A started container's published TCP ports: container port → (host address, host port).
+    async fn published_ports(&self, id: &str) -> anyhow::Result<BTreeMap<u16, (Ipv4Addr, u16)>>;
+    /// Writes the image as a `docker save` archive to `path`.
+    async fn save_image(&self, id: &str, path: &std::path::Path) -> anyhow::Result<()>;
 }
 
 /// Reads `path` in a container, following symbolic links (at most 8).

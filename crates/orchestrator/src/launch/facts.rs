@@ -35,6 +35,8 @@ pub async fn gather(
         host_gateway,
         sidecar_image,
         runsc: info.runtimes.iter().any(|r| r == "runsc"),
+        used_loopback: used_loopback(home),
+        loopback_aliases: loopback_aliases().await,
         env_present,
         oauth_vars: crate::templates::oauth_vars(std::env::vars_os()),
         hostname: nix::unistd::gethostname()
@@ -42,6 +44,31 @@ pub async fn gather(
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "unknown-host".into()),
     })
+}
+
+/// Loopback addresses the home's bottles hold: each bottle's `plan.json` records its link.
+/// Read under the home's loopback lock (see `commands::start`), so two launches never pick the
+/// same one.
+pub fn used_loopback(home: &std::path::Path) -> Vec<Ipv4Addr> {
+    let Ok(dirs) = std::fs::read_dir(home.join("state")) else { return Vec::new() };
+    dirs.filter_map(Result::ok)
+        .filter_map(|d| std::fs::read(d.path().join("plan.json")).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(|v| v["network"]["link"]["kind"] == "loopback")
+        .filter_map(|v| v["network"]["link"]["ip"].as_str()?.parse().ok())
+        .collect()
+}
+
+/// macOS answers only on configured loopback aliases: read `lo0`'s. Elsewhere every 127/8
+/// address is loopback (`None`).
+async fn loopback_aliases() -> Option<Vec<Ipv4Addr>> {
+    if !cfg!(target_os = "macos") {
+        return None;
+    }
+    let mut c = common::proc::Cmd::new("ifconfig", std::path::Path::new("/"), std::time::Duration::from_secs(5));
+    c.arg("lo0");
+    let text = c.output().await.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    Some(crate::plan::net::parse_ifconfig_aliases(&text))
 }
 
 /// IPv4 routes of the host (`/proc/net/route`), the default route left out.

@@ -101,14 +101,37 @@ pub fn write_state(
                 std::fs::read(source).with_context(|| format!("reading {}", source.display()))?
             }
             FileContent::SuperviseToken => token_of(supervise_token)?.expose().as_bytes().to_vec(),
-            FileContent::McpConfig { url } => {
-                provision::mcp_config(url, token_of(supervise_token)?.expose()).into_bytes()
-            }
+            // Written by `write_endpoint_files` once the bundle's address is known.
+            FileContent::McpConfig | FileContent::GitConfig { .. } => continue,
             // Until the image's roots are known, the bottle CA alone; see `write_ca_bundle`.
             FileContent::CaBundle => provision::ca_bundle("", &ca.cert).into_bytes(),
             FileContent::ProvisionedKey { .. } => unreachable!("skipped above"),
         };
         write(&path, &bytes, f.reader, owners)?;
+    }
+    Ok(())
+}
+
+/// The agent's files that name the bundle's ports (its git config and MCP config), written once
+/// the ports are known: at once on an internal network, after the bundle starts on a loopback
+/// link.
+pub fn write_endpoint_files(
+    plan: &BottlePlan,
+    endpoints: &provision::Endpoints,
+    supervise_token: Option<&Secret>,
+    owners: &Owners,
+) -> anyhow::Result<()> {
+    for f in &plan.files {
+        let bytes = match &f.content {
+            FileContent::McpConfig => {
+                provision::mcp_config(&endpoints.supervise, token_of(supervise_token)?.expose()).into_bytes()
+            }
+            FileContent::GitConfig { name, email, repos } => {
+                provision::gitconfig((name, email), &endpoints.gate, repos).into_bytes()
+            }
+            _ => continue,
+        };
+        write(&plan.state_dir.join(&f.path), &bytes, f.reader, owners)?;
     }
     Ok(())
 }

@@ -31,6 +31,10 @@ pub enum Undo {
         name: String,
         grace_secs: u64,
     },
+    /// Stop and delete a smolvm machine.
+    DeleteMachine {
+        name: String,
+    },
     /// Append the bundle's egress audit lines to the home's `audit.jsonl`.
     KeepAudit {
         from: PathBuf,
@@ -56,6 +60,7 @@ impl Undo {
             Undo::RemoveDir { .. } => "remove_dir",
             Undo::RemoveNetwork { .. } => "remove_network",
             Undo::RemoveContainer { .. } => "remove_container",
+            Undo::DeleteMachine { .. } => "delete_machine",
             Undo::KeepAudit { .. } => "keep_audit",
             Undo::RevokeKey { .. } => "revoke_key",
         }
@@ -67,6 +72,7 @@ impl Undo {
             Undo::RemoveDir { path } => format!("remove {}", path.display()),
             Undo::RemoveNetwork { name, .. } => format!("remove network {name}"),
             Undo::RemoveContainer { name, .. } => format!("remove container {name}"),
+            Undo::DeleteMachine { name } => format!("delete machine {name}"),
             Undo::KeepAudit { to, .. } => format!("append the egress audit log to {}", to.display()),
             Undo::RevokeKey { api, repo, id, .. } => format!("revoke deploy key {id} of {repo} on {api}"),
         }

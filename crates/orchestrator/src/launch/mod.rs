@@ -22,16 +22,18 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::consts::label;
+use common::consts::{label, port};
 
 pub use files::{Owners, random_token};
 use ledger::{Ledger, Undo};
 pub use secrets::Secrets;
 
-use crate::agent::{AgentRuntime, Prepared, Progress};
+use crate::agent::{AgentEnv, AgentRuntime, Prepared, Progress};
 use crate::engine::{Bind, ContainerSpec, Engine, EngineError, ExecIo, NetworkSpec};
 use crate::forge::ForgeClient;
-use crate::plan::{BottlePlan, Reader};
+use crate::plan::provision::{self, Endpoints, Ports};
+use crate::plan::{BottlePlan, Link, Reader};
+use crate::vmm::Vmm;
 
 /// The launch steps, in order (the plan lists them; `--timings` reports each).
 pub const STEPS: [&str; 9] = ["state", "keys", "images", "networks", "bundle", "agent", "firewall", "ready", "run"];
@@ -157,17 +159,22 @@ pub async fn up(l: &Launch<'_>, ledger: &Ledger, secrets: &Secrets, sidecar: &Si
         })
         .await?;
     t.step("networks", async {
-        let spec = |n: &crate::plan::NetworkPlan, role: &str| NetworkSpec {
+        let spec = |n: &crate::plan::NetworkPlan, gateway: Option<std::net::Ipv4Addr>, role: &str| NetworkSpec {
             name: n.name.clone(),
             internal: n.internal,
             subnet: n.subnet,
-            gateway: n.subnet.map(|_| plan.network.gateway),
+            gateway,
             labels: role_labels(plan, role),
         };
-        let internal = spec(&plan.network.internal, "internal");
-        let egress = spec(&plan.network.egress, "egress");
-        let (a, b) = tokio::join!(network(l.engine, &internal, ledger), network(l.engine, &egress, ledger));
-        a.and(b)
+        let egress = spec(&plan.network.egress, None, "egress");
+        match &plan.network.link {
+            Link::Internal { network: n, gateway, .. } => {
+                let internal = spec(n, Some(*gateway), "internal");
+                let (a, b) = tokio::join!(network(l.engine, &internal, ledger), network(l.engine, &egress, ledger));
+                a.and(b)
+            }
+            Link::Loopback { .. } => network(l.engine, &egress, ledger).await,
+        }
     })
     .await?;
     let bundle = async {
@@ -176,21 +183,38 @@ pub async fn up(l: &Launch<'_>, ledger: &Ledger, secrets: &Secrets, sidecar: &Si
         t.record("bundle", start.elapsed());
         anyhow::Ok(id)
     };
-    let agent = async {
+    let prepared = &prepared;
+    let agent = |endpoints: Endpoints| async move {
         let start = Instant::now();
-        let env = agent_env(plan, secrets);
-        let id = l.runtime.create(plan, &prepared, &env, ledger).await?;
+        files::write_endpoint_files(
+            plan,
+            &endpoints,
+            secrets.supervise_token.as_ref(),
+            &Owners::for_plan(plan, l.euid),
+        )?;
+        let env = agent_env(plan, secrets, &endpoints);
+        let id = l.runtime.create(plan, prepared, &env, ledger).await?;
         t.record("agent", start.elapsed());
         t.step("firewall", l.runtime.seal(plan, &id, ledger)).await?;
         anyhow::Ok(id)
     };
-    let (bundle_id, agent) = tokio::try_join!(bundle, agent)?;
+    let (bundle_id, agent) = match plan.network.endpoints() {
+        // On its own network the bundle's address is known: bundle and agent start together.
+        Some(endpoints) => tokio::try_join!(bundle, agent(endpoints))?,
+        // On a loopback link the agent is told the ports the engine picked.
+        None => {
+            let id = bundle.await?;
+            let endpoints = published_endpoints(l, &id).await?;
+            let agent = agent(endpoints).await?;
+            (id, agent)
+        }
+    };
     t.step("ready", async {
         let needles: Vec<String> = plan.bundle.daemons.iter().map(|d| format!("[{d}] listening on")).collect();
         l.engine.wait_for_output(&bundle_id, &needles, READY_TIMEOUT).await
     })
     .await?;
-    Ok(Ready { agent, prepared })
+    Ok(Ready { agent, prepared: prepared.clone() })
 }
 
 /// The `keys` step: for each provisioned repository, a fresh ed25519 key registered on its
@@ -263,6 +287,7 @@ async fn bundle(l: &Launch<'_>, ledger: &Ledger, secrets: &Secrets) -> anyhow::R
             .map(|t| (t.clone(), format!("rw,exec,nosuid,nodev,mode=0700,uid={uid},gid={gid}")))
             .collect(),
         network: l.plan.network.egress.name.clone(),
+        publish: b.publish.iter().flat_map(|p| p.ports.iter().map(|port| (*port, p.ip))).collect(),
         extra_hosts: b.extra_hosts.clone(),
         read_only_root: b.read_only_root,
         cap_drop: vec!["ALL".into()],
@@ -275,20 +300,52 @@ async fn bundle(l: &Launch<'_>, ledger: &Ledger, secrets: &Secrets) -> anyhow::R
         name: spec.name.clone(),
         grace_secs: BUNDLE_GRACE.as_secs(),
     })?;
-    l.engine.connect(&id, &l.plan.network.internal.name, Some(l.plan.network.bundle_ip)).await?;
+    if let Link::Internal { network, bundle_ip, .. } = &l.plan.network.link {
+        l.engine.connect(&id, &network.name, Some(*bundle_ip)).await?;
+    }
     l.engine.start(&id).await?;
     Ok(id)
 }
 
-/// The agent's environment: the plan's values, then the secrets read at launch.
-fn agent_env(plan: &BottlePlan, secrets: &Secrets) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> =
-        plan.agent.env.iter().filter_map(|v| Some((v.name.clone(), v.value.clone()?))).collect();
+/// Where the agent reaches a bundle whose ports are published on the bottle's loopback
+/// address: the host ports the engine picked, each checked to be on that address.
+async fn published_endpoints(l: &Launch<'_>, bundle: &str) -> anyhow::Result<Endpoints> {
+    let Some(publish) = &l.plan.bundle.publish else { anyhow::bail!("the plan publishes no bundle port") };
+    let published = l.engine.published_ports(bundle).await?;
+    let port = |p: u16| match published.get(&p) {
+        Some((ip, host)) if *ip == publish.ip => Ok(*host),
+        Some((ip, _)) => Err(anyhow::anyhow!("the bundle's port {p} was published on {ip}, not {}", publish.ip)),
+        None => Err(anyhow::anyhow!("the engine did not publish the bundle's port {p}")),
+    };
+    let ports =
+        Ports { egress: port(port::EGRESS)?, git_gate: port(port::GIT_GATE)?, supervise: port(port::SUPERVISE)? };
+    Ok(Endpoints::at(publish.ip, ports))
+}
+
+/// The agent's environment: the plan's values (those that name a bundle port from
+/// `endpoints`), then the secrets read at launch.
+fn agent_env(plan: &BottlePlan, secrets: &Secrets, endpoints: &Endpoints) -> AgentEnv {
+    let derived = provision::endpoint_env_names();
+    let now = provision::agent_env(endpoints, true, true);
+    let public = plan
+        .agent
+        .env
+        .iter()
+        .filter_map(|v| {
+            let value = if derived.contains(&v.name) {
+                now.iter().find(|(k, _)| *k == v.name).map(|(_, val)| val.clone())
+            } else {
+                v.value.clone()
+            };
+            Some((v.name.clone(), value?))
+        })
+        .collect();
+    let mut secret: Vec<(String, common::Secret)> = Vec::new();
     if let Some(t) = &secrets.supervise_token {
-        env.push((crate::plan::provision::SUPERVISE_TOKEN_ENV.into(), t.expose().to_string()));
+        secret.push((provision::SUPERVISE_TOKEN_ENV.into(), t.clone()));
     }
-    env.extend(secrets.agent.iter().map(|(k, v)| (k.clone(), v.expose().to_string())));
-    env
+    secret.extend(secrets.agent.iter().map(|(k, v)| (k.clone(), v.clone())));
+    AgentEnv { public, secret }
 }
 
 /// Runs the agent's command.
@@ -305,6 +362,7 @@ pub async fn run(l: &Launch<'_>, ready: &Ready, io: ExecIo) -> anyhow::Result<i6
 /// halves the wait. `tokens` gives a forge token by its host variable.
 pub async fn teardown(
     engine: &dyn Engine,
+    vmm: Option<&dyn Vmm>,
     tokens: Tokens<'_>,
     slug: &str,
     entries: &[Undo],
@@ -316,7 +374,7 @@ pub async fn teardown(
         entries.iter().rev().partition(|u| matches!(u, Undo::RevokeKey { .. }));
     for group in rest.chunk_by(|a, b| std::mem::discriminant(*a) == std::mem::discriminant(*b)) {
         let t = Instant::now();
-        let results = futures_util::future::join_all(group.iter().map(|u| undo_one(engine, u))).await;
+        let results = futures_util::future::join_all(group.iter().map(|u| undo_one(engine, vmm, u))).await;
         timings.record(&format!("teardown: {}", group[0].kind()), t.elapsed());
         for (undo, r) in group.iter().zip(results) {
             if let Err(e) = r {
@@ -325,7 +383,7 @@ pub async fn teardown(
         }
     }
     let t = Instant::now();
-    errors.extend(sweep(engine, slug).await);
+    errors.extend(sweep(engine, vmm, slug).await);
     timings.record("teardown: sweep", t.elapsed());
     let t = Instant::now();
     for undo in keys {
@@ -356,8 +414,14 @@ async fn revoke(undo: &Undo, tokens: Tokens<'_>) -> anyhow::Result<()> {
     forge.delete_key(*id).await.map(|_| ()).map_err(|e| anyhow::anyhow!("{e}; {}", forge.manual_step(*id, title)))
 }
 
-async fn undo_one(engine: &dyn Engine, undo: &Undo) -> anyhow::Result<()> {
+async fn undo_one(engine: &dyn Engine, vmm: Option<&dyn Vmm>, undo: &Undo) -> anyhow::Result<()> {
     match undo {
+        Undo::DeleteMachine { name } => {
+            let vmm = vmm.with_context(|| format!("machine {name} needs smolvm to delete, and none was found"))?;
+            // A stop that fails (the machine never started) does not keep the delete from trying.
+            let _ = vmm.stop(name).await;
+            vmm.delete(name).await
+        }
         Undo::RemoveDir { path } => remove_dir(path),
         Undo::RemoveNetwork { id, .. } => engine.remove_network(id).await,
         Undo::RemoveContainer { id, grace_secs, .. } => {
@@ -412,9 +476,22 @@ fn keep_audit(from: &Path, to: &Path, bottle: &str) -> anyhow::Result<()> {
     std::io::Write::write_all(&mut f, &out).with_context(|| format!("writing {}", to.display()))
 }
 
-/// Removes containers and networks labelled with `slug` that are still there.
-pub async fn sweep(engine: &dyn Engine, slug: &str) -> Vec<String> {
+/// Removes machines, containers and networks labelled with `slug` that are still there.
+pub async fn sweep(engine: &dyn Engine, vmm: Option<&dyn Vmm>, slug: &str) -> Vec<String> {
     let mut errors = Vec::new();
+    if let Some(vmm) = vmm {
+        match vmm.list().await {
+            Ok(list) => {
+                for m in list.into_iter().filter(|m| m.labels.get(label::SLUG).map(String::as_str) == Some(slug)) {
+                    let _ = vmm.stop(&m.name).await;
+                    if let Err(e) = vmm.delete(&m.name).await {
+                        errors.push(format!("delete machine {}: {e:#}", m.name));
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("listing machines: {e:#}")),
+        }
+    }
     let filter = format!("{}={slug}", label::SLUG);
     match engine.containers(&filter).await {
         Ok(list) => {

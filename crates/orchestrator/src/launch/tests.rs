@@ -14,6 +14,7 @@ use crate::home::Home;
 use crate::image::{BINARIES, DEFAULT_BASE_IMAGE};
 use crate::manifest::{self, Request, Search};
 use crate::plan::{HostFacts, Options};
+use crate::vmm::Vmm;
 
 const TOKEN: &str = "launch-test-token-7f3a9c";
 const FORGE_TOKEN: &str = "launch-test-forge-token-0b1c";
@@ -70,6 +71,10 @@ impl Fixture {
     }
 
     async fn plan(&self, engine: &FakeEngine) -> (BottlePlan, Secrets) {
+        self.plan_for(engine, crate::plan::Backend::Docker).await
+    }
+
+    async fn plan_for(&self, engine: &FakeEngine, backend: crate::plan::Backend) -> (BottlePlan, Secrets) {
         let home = self.home();
         let search = Search { home: &home, cwd: self.dir.path() };
         let (r, _) = manifest::load(&search, &Request { agent: Some("a".into()), bottles: vec![] }).unwrap();
@@ -87,8 +92,11 @@ impl Fixture {
             env_present: vec!["LAUNCH_TEST_TOKEN".into(), "LAUNCH_TEST_FORGE".into()],
             hostname: "test-host".into(),
             oauth_vars: Vec::new(),
+            used_loopback: Vec::new(),
+            loopback_aliases: None,
         };
-        let plan = crate::plan::plan(&r, &facts, &Options { headless: true, ..Default::default() }).unwrap();
+        let opts = Options { headless: true, backend: Some(backend), ..Default::default() };
+        let plan = crate::plan::plan(&r, &facts, &opts).unwrap();
         let host = |k: &str| match k {
             "LAUNCH_TEST_TOKEN" => Some(TOKEN.to_string()),
             "LAUNCH_TEST_FORGE" => Some(FORGE_TOKEN.to_string()),
@@ -115,18 +123,30 @@ struct Outcome {
 async fn launch_once(f: &Fixture, engine: &FakeEngine) -> Outcome {
     let (plan, secrets) = f.plan(engine).await;
     let runtime = DockerRuntime::new(engine, f.home().cache_dir());
+    launch_with(f, engine, &runtime, None, plan, &secrets).await
+}
+
+/// Runs begin + up + run of `plan` on `runtime`, then teardown.
+async fn launch_with(
+    f: &Fixture,
+    engine: &FakeEngine,
+    runtime: &dyn crate::agent::AgentRuntime,
+    vmm: Option<&dyn Vmm>,
+    plan: BottlePlan,
+    secrets: &Secrets,
+) -> Outcome {
     let timings = Timings::default();
     let progress = |_: String| {};
-    let l = Launch { engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
-    let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
+    let l = Launch { engine, runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
+    let ledger = begin(&plan, "me", "now", secrets, nix::unistd::geteuid().as_raw()).unwrap();
     let result = async {
-        let ready = up(&l, &ledger, &secrets, &f.sidecar).await.map_err(|e| format!("{e:#}"))?;
+        let ready = up(&l, &ledger, secrets, &f.sidecar).await.map_err(|e| format!("{e:#}"))?;
         run(&l, &ready, ExecIo::Capture).await.map_err(|e| format!("{e:#}"))
     }
     .await;
     let live_before_teardown = engine.live();
     let teardown_from = engine.calls().len();
-    let teardown_errors = teardown(engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
+    let teardown_errors = teardown(engine, vmm, &tokens, &plan.slug, &ledger.entries(), &timings).await;
     Outcome { result, teardown_errors, plan, live_before_teardown, teardown_from }
 }
 
@@ -205,9 +225,10 @@ async fn the_token_reaches_only_the_bundles_environment() {
     let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
     up(&l, &ledger, &secrets, &f.sidecar).await.unwrap();
     let bundle = engine.container(&plan.bundle.container).unwrap();
-    let agent = engine.container(&plan.agent.container).unwrap();
+    let c = plan.agent.container().unwrap();
+    let agent = engine.container(&c.container).unwrap();
     assert!(bundle.env.contains(&("EGRESS_TOKEN_0".into(), TOKEN.into())));
-    for spec in [&bundle, &agent, &engine.container(&plan.agent.firewall.container).unwrap()] {
+    for spec in [&bundle, &agent, &engine.container(&c.firewall.container).unwrap()] {
         let argv = format!("{:?} {:?}", spec.entrypoint, spec.cmd);
         assert!(!argv.contains(TOKEN), "{argv}");
     }
@@ -220,13 +241,14 @@ async fn the_token_reaches_only_the_bundles_environment() {
     // The agent: sealed settings.
     assert_eq!(agent.cap_drop, ["ALL"]);
     assert!(agent.read_only_root && agent.init);
-    assert_eq!(agent.network, plan.network.internal.name);
+    let crate::plan::Link::Internal { network, .. } = &plan.network.link else { panic!("a docker plan") };
+    assert_eq!(agent.network, network.name);
     assert_eq!(agent.user.as_deref(), Some("1000:1000"), "an image without a user runs as 1000");
     assert!(agent.binds.iter().any(|b| b.target == "/etc/ssl/certs/ca-certificates.crt" && b.read_only));
     let ca_bundle = std::fs::read_to_string(plan.state_dir.join("agent/ca-bundle.pem")).unwrap();
     assert!(ca_bundle.starts_with("FAKE SYSTEM ROOTS\n"), "the image's roots first: {ca_bundle}");
     assert!(ca_bundle.contains("BEGIN CERTIFICATE"));
-    teardown(&engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
+    teardown(&engine, None, &tokens, &plan.slug, &ledger.entries(), &timings).await;
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -312,7 +334,7 @@ mod keys {
         assert!(!ledger_text.contains(FORGE_TOKEN) && !ledger_text.contains("PRIVATE KEY"));
         let config = std::fs::read_to_string(plan.state_dir.join("git-gate/config.json")).unwrap();
         assert!(config.contains("/etc/bot-bottle/git-gate/creds/app-key"), "{config}");
-        let errors = teardown(&engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
+        let errors = teardown(&engine, None, &tokens, &plan.slug, &ledger.entries(), &timings).await;
         assert!(errors.is_empty(), "{errors:?}");
         assert!(forge.keys().is_empty());
         let calls: Vec<(String, u16)> =
@@ -379,7 +401,7 @@ mod keys {
         let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
         up(&l, &ledger, &secrets, &f.sidecar).await.unwrap();
         forge.forget(forge.keys()[0].id);
-        let errors = teardown(&engine, &tokens, &plan.slug, &ledger.entries(), &timings).await;
+        let errors = teardown(&engine, None, &tokens, &plan.slug, &ledger.entries(), &timings).await;
         assert!(errors.is_empty(), "404 on delete counts as revoked: {errors:?}");
         assert_eq!(forge.calls().last().unwrap().status, 404);
     }
@@ -417,5 +439,224 @@ mod keys {
         let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
         let err = launch_once(&f, &engine).await.result.unwrap_err();
         assert!(err.contains("HTTP 401"), "{err}");
+    }
+}
+
+/// The smolvm backend over the recording engine and the recording VMM: the exact sequence, what
+/// the machine is given, and that a failure at any step of either unwinds everything.
+mod smolvm {
+    use super::*;
+    use crate::agent::smolvm::SmolvmRuntime;
+    use crate::plan::{Backend, Link};
+    use crate::vmm::fake::RecordingVmm;
+
+    async fn launch_vm(f: &Fixture, engine: &FakeEngine, vmm: &RecordingVmm) -> Outcome {
+        let (plan, secrets) = f.plan_for(engine, Backend::Smolvm).await;
+        let runtime = SmolvmRuntime::new(engine, vmm, f.home().cache_dir());
+        launch_with(f, engine, &runtime, Some(vmm), plan, &secrets).await
+    }
+
+    fn fresh() -> (Fixture, FakeEngine, RecordingVmm) {
+        (Fixture::new(), FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]), RecordingVmm::default())
+    }
+
+    #[tokio::test]
+    async fn a_vm_launch_runs_in_order_and_leaves_nothing() {
+        let (f, engine, vmm) = fresh();
+        let o = launch_vm(&f, &engine, &vmm).await;
+        assert_eq!(o.result, Ok(0));
+        assert!(o.teardown_errors.is_empty(), "{:?}", o.teardown_errors);
+        let slug = &o.plan.slug;
+        let machine = format!("bot-bottle-{slug}-agent");
+        // The engine: the agent image probed and saved, one network (no internal one), the
+        // bundle published, its ports read back.
+        let calls = engine.calls();
+        let made = creations(&calls);
+        assert_eq!(
+            made,
+            [
+                format!("bot-bottle-{slug}-probe"),
+                format!("bot-bottle-{slug}-egress"),
+                format!("bot-bottle-{slug}-bundle")
+            ]
+        );
+        assert!(calls.iter().any(|c| c == "save_image sha256:agent:1"), "{calls:#?}");
+        assert!(!calls.iter().any(|c| c.starts_with("connect ")), "no internal network to join: {calls:#?}");
+        let pos = |needle: &str| calls.iter().position(|c| c == needle).unwrap_or_else(|| panic!("{needle}"));
+        assert!(
+            pos(&format!("start bot-bottle-{slug}-bundle")) < pos(&format!("published_ports bot-bottle-{slug}-bundle"))
+        );
+        // The VMM: create, read back, start, probe, repair as root, the agent's command as its
+        // user; then stop and delete.
+        let calls: Vec<String> = vmm.calls().into_iter().map(|c| c.split('\n').next().unwrap().to_string()).collect();
+        assert_eq!(
+            calls,
+            [
+                format!("create {machine}"),
+                "ls".to_string(),
+                format!("start {machine}"),
+                format!("exec {machine} -u - true"),
+                format!("exec {machine} -u 0:0 sh -c set -e"),
+                format!("exec {machine} -u 1000:1000 agent --go"),
+                format!("stop {machine}"),
+                format!("delete {machine}"),
+                "ls".to_string(),
+            ]
+        );
+        assert!(engine.live().is_empty() && vmm.live().is_empty(), "{:?} {:?}", engine.live(), vmm.live());
+        assert!(!o.plan.state_dir.exists());
+        // The archive is cached by image ID: a second launch saves nothing.
+        let again = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+        let o2 = launch_vm(&f, &again, &RecordingVmm::default()).await;
+        assert_eq!(o2.result, Ok(0));
+        assert!(!again.calls().iter().any(|c| c.starts_with("save_image")), "{:#?}", again.calls());
+    }
+
+    #[tokio::test]
+    async fn the_machine_gets_the_published_ports_and_secrets_only_by_reference() {
+        let (f, engine, vmm) = fresh();
+        let (plan, secrets) = f.plan_for(&engine, Backend::Smolvm).await;
+        let runtime = SmolvmRuntime::new(&engine, &vmm, f.home().cache_dir());
+        let timings = Timings::default();
+        let progress = |_: String| {};
+        let l =
+            Launch { engine: &engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
+        let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
+        up(&l, &ledger, &secrets, &f.sidecar).await.unwrap();
+        let Link::Loopback { ip } = plan.network.link else { panic!("loopback") };
+        let bundle = engine.container(&plan.bundle.container).unwrap();
+        assert_eq!(bundle.publish, [(9099, ip), (9420, ip), (9100, ip)]);
+        let spec = vmm.spec(&format!("bot-bottle-{}-agent", plan.slug)).unwrap();
+        assert_eq!(spec.allow_cidrs, [format!("{ip}/32")]);
+        assert_eq!(spec.user.as_deref(), Some("1000:1000"));
+        assert!(spec.image.ends_with("cache/vm-images/agent:1.tar"), "{}", spec.image.display());
+        let env = |k: &str| spec.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        // The fake engine publishes container port P at 30000 + P % 1000.
+        assert_eq!(env("HTTPS_PROXY"), Some(format!("http://{ip}:30099")));
+        assert_eq!(env("GIT_GATE_URL"), Some(format!("http://{ip}:30420")));
+        assert_eq!(env("MCP_SUPERVISE_URL"), Some(format!("http://{ip}:30100/mcp")));
+        assert_eq!(env("NO_PROXY"), Some(format!("localhost,127.0.0.1,::1,{ip}")));
+        // The supervise token is a reference on create, its value only handed to start/exec.
+        assert_eq!(spec.secret_env, ["MCP_SUPERVISE_TOKEN"]);
+        assert!(env("MCP_SUPERVISE_TOKEN").is_none());
+        let token = secrets.supervise_token.as_ref().unwrap().expose().to_string();
+        assert_eq!(vmm.secrets_seen().get("MCP_SUPERVISE_TOKEN"), Some(&token));
+        let args = crate::vmm::smolvm::create_args(&spec).join(" ");
+        assert!(!args.contains(&token) && !args.contains(TOKEN), "{args}");
+        assert!(vmm.calls().iter().all(|c| !c.contains(&token) && !c.contains(TOKEN)));
+        // Provisioning is the Docker backend's: the same directory, read-only, with the
+        // endpoint files written for the published ports.
+        let agent_dir = plan.state_dir.join("agent");
+        assert!(spec.volumes.contains(&format!("{}:/etc/bot-bottle:ro", agent_dir.display())), "{:?}", spec.volumes);
+        let mcp = std::fs::read_to_string(agent_dir.join("mcp.json")).unwrap();
+        assert!(mcp.contains(&format!("http://{ip}:30100/mcp")) && mcp.contains(&token), "{mcp}");
+        let gitconfig = std::fs::read_to_string(agent_dir.join("gitconfig")).unwrap();
+        assert!(gitconfig.contains(&format!("http://{ip}:30420/app.git")), "{gitconfig}");
+        for entry in walk(&agent_dir) {
+            assert!(!std::fs::read_to_string(&entry).unwrap_or_default().contains(TOKEN), "{}", entry.display());
+        }
+        // The repair exec puts the merged bundle over the image's system bundle.
+        let repair = vmm.calls().into_iter().find(|c| c.contains("-u 0:0")).unwrap();
+        assert!(repair.contains("> '/etc/ssl/certs/ca-certificates.crt'"), "{repair}");
+        teardown(&engine, Some(&vmm), &tokens, &plan.slug, &ledger.entries(), &timings).await;
+        assert!(vmm.live().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failure_at_any_engine_or_vmm_step_unwinds_everything() {
+        let (f, engine, vmm) = fresh();
+        launch_vm(&f, &engine, &vmm).await.result.unwrap();
+        let (engine_total, vmm_total) = (engine.changes(), vmm.changes());
+        assert!(engine_total >= 5 && vmm_total >= 5, "{engine_total} {vmm_total}");
+        for (which, n) in (0..engine_total).map(|n| ("engine", n)).chain((0..vmm_total).map(|n| ("vmm", n))) {
+            let (f, engine, vmm) = fresh();
+            if which == "engine" {
+                engine.fail_at(n);
+            } else {
+                vmm.fail_at(n);
+            }
+            let o = launch_vm(&f, &engine, &vmm).await;
+            let probe = which == "vmm"
+                && vmm.calls().iter().filter(|c| !c.starts_with("ls")).nth(n).is_some_and(|c| c.ends_with(" true"));
+            if probe {
+                // A failed readiness probe is a machine still booting: polled again.
+                assert_eq!(o.result, Ok(0), "{which} {n}");
+            } else {
+                assert!(
+                    o.result.as_ref().is_err_and(|e| e.contains("injected failure")),
+                    "{which} {n}: {:?}",
+                    o.result
+                );
+            }
+            assert!(o.teardown_errors.is_empty(), "{which} {n}: {:?}", o.teardown_errors);
+            assert!(engine.live().is_empty(), "{which} {n} left {:?}", engine.live());
+            assert!(vmm.live().is_empty(), "{which} {n} left {:?}", vmm.live());
+            assert!(!o.plan.state_dir.exists(), "{which} {n} left state");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_machine_whose_allowlist_is_not_exactly_its_bundle_never_starts() {
+        struct Dropping(RecordingVmm);
+        #[async_trait::async_trait]
+        impl crate::vmm::Vmm for Dropping {
+            async fn version(&self) -> anyhow::Result<String> {
+                self.0.version().await
+            }
+            async fn create(&self, spec: &crate::vmm::MachineSpec) -> anyhow::Result<()> {
+                self.0.create(spec).await?;
+                // As older smolvm did with some flag combinations: the allowlist is gone.
+                self.0.set_allowed(&spec.name, Vec::new());
+                Ok(())
+            }
+            async fn list(&self) -> anyhow::Result<Vec<crate::vmm::Machine>> {
+                self.0.list().await
+            }
+            async fn start(&self, name: &str, s: crate::vmm::SecretValues<'_>) -> anyhow::Result<()> {
+                self.0.start(name, s).await
+            }
+            async fn exec(
+                &self,
+                name: &str,
+                spec: &crate::vmm::VmExec,
+                s: crate::vmm::SecretValues<'_>,
+            ) -> anyhow::Result<(i64, Vec<u8>)> {
+                self.0.exec(name, spec, s).await
+            }
+            async fn stop(&self, name: &str) -> anyhow::Result<()> {
+                self.0.stop(name).await
+            }
+            async fn delete(&self, name: &str) -> anyhow::Result<()> {
+                self.0.delete(name).await
+            }
+        }
+        let (f, engine, _) = fresh();
+        let vmm = Dropping(RecordingVmm::default());
+        let (plan, secrets) = f.plan_for(&engine, Backend::Smolvm).await;
+        let runtime = SmolvmRuntime::new(&engine, &vmm, f.home().cache_dir());
+        let timings = Timings::default();
+        let progress = |_: String| {};
+        let l =
+            Launch { engine: &engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
+        let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
+        let err = format!("{:#}", up(&l, &ledger, &secrets, &f.sidecar).await.err().unwrap());
+        assert!(err.contains("refusing to start it") && err.contains("/32"), "{err}");
+        assert!(
+            !vmm.0.calls().iter().any(|c| c.starts_with("start ") || c.starts_with("exec ")),
+            "{:?}",
+            vmm.0.calls()
+        );
+        let errors = teardown(&engine, Some(&vmm), &tokens, &plan.slug, &ledger.entries(), &timings).await;
+        assert!(errors.is_empty() && vmm.0.live().is_empty() && engine.live().is_empty(), "{errors:?}");
+    }
+
+    #[tokio::test]
+    async fn readiness_is_polled_until_the_machine_answers() {
+        let (f, engine, vmm) = fresh();
+        vmm.not_ready_for(3);
+        let o = launch_vm(&f, &engine, &vmm).await;
+        assert_eq!(o.result, Ok(0));
+        let probes = vmm.calls().iter().filter(|c| c.ends_with(" true")).count();
+        assert_eq!(probes, 4, "{:#?}", vmm.calls());
     }
 }

@@ -67,6 +67,11 @@ pub struct HostFacts {
     /// Host env vars whose value is shaped like an OAuth token (names only): a provider
     /// template sends those as a bearer token.
     pub oauth_vars: Vec<String>,
+    /// Loopback addresses other bottles of this home hold (the smolvm link).
+    pub used_loopback: Vec<Ipv4Addr>,
+    /// Where only configured aliases answer on loopback (macOS): the pool's addresses `lo0`
+    /// has. `None` where every 127/8 address does (Linux).
+    pub loopback_aliases: Option<Vec<Ipv4Addr>>,
 }
 
 /// What the operator asked for on the command line.
@@ -76,6 +81,8 @@ pub struct Options {
     pub backend: Option<Backend>,
     pub headless: bool,
     pub prompt: Option<String>,
+    /// smolvm's `--state-dir` (`BOT_BOTTLE_SMOLVM_STATE_DIR`), when not its default.
+    pub smolvm_state_dir: Option<PathBuf>,
 }
 
 /// The whole launch, described.
@@ -112,13 +119,40 @@ pub struct Manifests {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NetPlan {
-    /// agent ↔ bundle only; `--internal` (no route out).
-    pub internal: NetworkPlan,
     /// The bundle's way out; the agent never joins it.
     pub egress: NetworkPlan,
-    pub gateway: Ipv4Addr,
-    pub bundle_ip: Ipv4Addr,
-    pub agent_ip: Ipv4Addr,
+    /// How the agent reaches its bundle — and nothing else.
+    pub link: Link,
+}
+
+/// The agent's one way to its bundle.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Link {
+    /// Docker: an `--internal` network of agent and bundle only, on a pinned subnet.
+    Internal { network: NetworkPlan, gateway: Ipv4Addr, bundle_ip: Ipv4Addr, agent_ip: Ipv4Addr },
+    /// smolvm: the bundle's ports published on a loopback address of this bottle's own, at
+    /// random host ports looked up once the bundle runs; the VM may reach that address only.
+    Loopback { ip: Ipv4Addr },
+}
+
+impl NetPlan {
+    /// The bundle's addresses as the agent reaches them, when the plan already knows them
+    /// (published ports are only known once the bundle runs).
+    pub fn endpoints(&self) -> Option<provision::Endpoints> {
+        match &self.link {
+            Link::Internal { bundle_ip, .. } => Some(provision::Endpoints::on_ip(*bundle_ip)),
+            Link::Loopback { .. } => None,
+        }
+    }
+
+    /// The address the agent knows the bundle by.
+    pub fn bundle_address(&self) -> Ipv4Addr {
+        match &self.link {
+            Link::Internal { bundle_ip, .. } => *bundle_ip,
+            Link::Loopback { ip } => *ip,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,19 +176,51 @@ pub struct BundlePlan {
     /// `NAME:IP` or `NAME:host-gateway` entries of the bundle's /etc/hosts.
     pub extra_hosts: Vec<String>,
     pub read_only_root: bool,
+    /// The bundle's ports published on the bottle's loopback address (the smolvm link).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Publish>,
+}
+
+/// Bundle ports published on a host address.
+#[derive(Debug, Clone, Serialize)]
+pub struct Publish {
+    pub ip: Ipv4Addr,
+    /// The bundle's own ports.
+    pub ports: Vec<u16>,
+    /// Where on the host they land.
+    pub host_ports: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentPlan {
-    pub container: String,
     pub image: AgentImage,
     /// `uid:gid`; `None`: the image's user unless that is root, else 1000:1000.
     pub user: Option<String>,
     pub command: Vec<String>,
+    /// Values that depend on where the bundle is reached are recomputed at launch; on a
+    /// loopback link they are shown as `<published at launch>`.
     pub env: Vec<EnvVar>,
     pub mounts: Vec<MountPlan>,
     /// The image's system trust bundles among these are replaced by the merged bundle.
     pub system_ca_bundles: Vec<String>,
+    pub interactive: bool,
+    /// What holds the agent.
+    pub sandbox: Sandbox,
+}
+
+/// What holds the agent, per backend.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Sandbox {
+    /// A container on the internal network only, sealed by nftables.
+    Container(ContainerSandbox),
+    /// A libkrun microVM whose egress allowlist is the bundle's loopback address alone.
+    Vm(VmSandbox),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerSandbox {
+    pub container: String,
     pub tmpfs: Vec<String>,
     pub read_only_root: bool,
     pub cap_drop: Vec<String>,
@@ -163,7 +229,32 @@ pub struct AgentPlan {
     pub runtime: Option<String>,
     /// Every packet the agent sends goes here or nowhere.
     pub firewall: FirewallPlan,
-    pub interactive: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VmSandbox {
+    /// The smolvm machine's name.
+    pub machine: String,
+    /// The one CIDR the VM may reach: the bottle's loopback address.
+    pub allow_cidr: String,
+    /// `host:guest[:ro]` volumes (the agent's read-only `/etc/bot-bottle/`, skills).
+    pub volumes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `smolvm machine create` as it will run: the environment is added at launch, its
+    /// secrets as `--secret-env` references only.
+    pub flags: Vec<String>,
+    /// smolvm's state directory, when not its default.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl AgentPlan {
+    /// The container sandbox (the Docker backend's plans have one).
+    pub fn container(&self) -> Option<&ContainerSandbox> {
+        match &self.sandbox {
+            Sandbox::Container(c) => Some(c),
+            Sandbox::Vm(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -244,8 +335,12 @@ pub enum FileContent {
     CopyOf { source: PathBuf },
     /// A fresh random token for this bottle's supervise server.
     SuperviseToken,
-    /// `mcp.json` pointing at supervise with the token.
-    McpConfig { url: String },
+    /// `mcp.json` pointing at supervise with the token (written once the bundle's address is
+    /// known).
+    McpConfig,
+    /// The agent's git identity and the rewrites of every upstream URL to the gate (written once
+    /// the gate's address is known).
+    GitConfig { name: String, email: String, repos: Vec<(String, String)> },
     /// The image's system roots plus the bottle CA (read from the image at launch).
     CaBundle,
     /// A deploy key minted at launch (the `keys` step writes it).
@@ -327,12 +422,6 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     let backend = opts.backend.unwrap_or(Backend::Docker);
     let last_file = r.files.last().cloned().unwrap_or_default();
     let whole = |key: &str| Loc { file: last_file.clone(), line: None, key: key.to_string() };
-    if backend == Backend::Smolvm {
-        problems.push(Problem {
-            at: Loc { file: "bot-bottle start".into(), line: None, key: "--backend".into() },
-            message: "the smolvm backend is not available in this build yet; use --backend docker".into(),
-        });
-    }
     let name = opts
         .label
         .clone()
@@ -350,18 +439,49 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     ]);
 
     // Networks.
-    let Some(subnet) = net::choose(&facts.used_subnets, &slug) else {
-        return Err(PlanError(vec![Problem {
+    let no_room = |what: String| {
+        PlanError(vec![Problem {
             at: Loc { file: "bot-bottle start".into(), line: None, key: String::new() },
-            message: format!("no free /{} left in {} for the bottle's network", net::BOTTLE_PREFIX, net::POOL),
-        }]));
+            message: what,
+        }])
+    };
+    let link = match backend {
+        Backend::Docker => {
+            let Some(subnet) = net::choose(&facts.used_subnets, &slug) else {
+                return Err(no_room(format!(
+                    "no free /{} left in {} for the bottle's network",
+                    net::BOTTLE_PREFIX,
+                    net::POOL
+                )));
+            };
+            Link::Internal {
+                network: NetworkPlan {
+                    name: format!("bot-bottle-{slug}-internal"),
+                    internal: true,
+                    subnet: Some(subnet),
+                },
+                gateway: subnet.host(1),
+                bundle_ip: subnet.host(2),
+                agent_ip: subnet.host(3),
+            }
+        }
+        Backend::Smolvm => {
+            let chosen = match &facts.loopback_aliases {
+                None => net::choose_loopback(&facts.used_loopback, &slug),
+                Some(aliases) => net::choose_alias(aliases, &facts.used_loopback),
+            };
+            let Some(ip) = chosen else {
+                return Err(no_room(match &facts.loopback_aliases {
+                    None => format!("no free loopback address left in {}", net::LOOPBACK_POOL),
+                    Some(_) => net::alias_hint(&facts.used_loopback),
+                }));
+            };
+            Link::Loopback { ip }
+        }
     };
     let network = NetPlan {
-        internal: NetworkPlan { name: format!("bot-bottle-{slug}-internal"), internal: true, subnet: Some(subnet) },
         egress: NetworkPlan { name: format!("bot-bottle-{slug}-egress"), internal: false, subnet: None },
-        gateway: subnet.host(1),
-        bundle_ip: subnet.host(2),
-        agent_ip: subnet.host(3),
+        link,
     };
 
     // Secrets: one bundle slot per distinct host variable.
@@ -369,7 +489,7 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     let mut slots: BTreeMap<String, String> = BTreeMap::new();
     let mut routes_json = Vec::new();
     // A provider template (claude, codex): image, command, env, files and the provider's route.
-    let template = crate::templates::for_plan(r, facts, opts.headless, network.bundle_ip);
+    let template = crate::templates::for_plan(r, facts, opts.headless);
     let template_route = template.as_ref().and_then(|(_, route)| route.clone());
     for (i, route) in r.routes.iter().chain(template_route.iter()).enumerate() {
         let mut v = crate::manifest::route_json(&route.value, 0);
@@ -512,7 +632,7 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     }
     if supervise_on {
         bundle_env.push(EnvVar::shown(env::SUPERVISE_AUTH_TOKEN_FILE, bundle_path::SUPERVISE_TOKEN));
-        bundle_env.push(EnvVar::shown(env::SUPERVISE_ALLOWED_HOSTS, network.bundle_ip.to_string()));
+        bundle_env.push(EnvVar::shown(env::SUPERVISE_ALLOWED_HOSTS, network.bundle_address().to_string()));
         if let Some(t) = r.supervise.wait_timeout {
             bundle_env.push(EnvVar::shown("SUPERVISE_WAIT_TIMEOUT", t.to_string()));
         }
@@ -544,6 +664,14 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
         tmpfs: vec!["/tmp".into(), path::GIT_GATE_DATA.into(), bundle_path::HOME.into()],
         extra_hosts,
         read_only_root: true,
+        publish: match &network.link {
+            Link::Loopback { ip } => Some(Publish {
+                ip: *ip,
+                ports: vec![port::EGRESS, port::GIT_GATE, port::SUPERVISE],
+                host_ports: "random, looked up once the bundle runs".into(),
+            }),
+            Link::Internal { .. } => None,
+        },
     };
 
     // Files the bundle reads.
@@ -575,7 +703,8 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     }
 
     // The agent.
-    let endpoints = provision::Endpoints::on_ip(network.bundle_ip);
+    // Where the agent reaches the bundle; on a loopback link the ports are only known at launch.
+    let endpoints = network.endpoints().unwrap_or_else(|| provision::Endpoints::on_ip(network.bundle_address()));
     let provider = r.agent_provider.as_ref();
     let (image, command, user, read_only_root) = match provider {
         Some(p) if p.value.template == Template::Command => {
@@ -648,8 +777,10 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     files.push(FilePlan {
         path: "agent/gitconfig".into(),
         reader: Reader::Agent,
-        content: FileContent::Text {
-            text: provision::gitconfig((&git_user.name, &git_user.email), &endpoints.gate, &repo_urls),
+        content: FileContent::GitConfig {
+            name: git_user.name.clone(),
+            email: git_user.email.clone(),
+            repos: repo_urls,
         },
     });
     files.push(FilePlan {
@@ -658,11 +789,7 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
         content: FileContent::Text { text: prompt + "\n" },
     });
     if supervise_on {
-        files.push(FilePlan {
-            path: "agent/mcp.json".into(),
-            reader: Reader::Agent,
-            content: FileContent::McpConfig { url: endpoints.supervise.clone() },
-        });
+        files.push(FilePlan { path: "agent/mcp.json".into(), reader: Reader::Agent, content: FileContent::McpConfig });
     }
     for (name, text) in template.iter().flat_map(|(t, _)| &t.files) {
         let content = FileContent::Text { text: text.clone() };
@@ -678,31 +805,79 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
             });
         }
     }
-    let allow = vec![format!("{} tcp {},{},{}", network.bundle_ip, port::EGRESS, port::GIT_GATE, port::SUPERVISE)];
-    let ruleset = firewall_ruleset(network.bundle_ip);
-    files.push(FilePlan {
-        path: "firewall.nft".into(),
-        reader: Reader::Agent,
-        content: FileContent::Text { text: ruleset.clone() },
+    let user = user.map(|u| {
+        let (uid, gid) = crate::manifest::parse_user(&u).expect("checked on load");
+        format!("{uid}:{gid}")
     });
+    let sandbox = match &network.link {
+        Link::Internal { bundle_ip, .. } => {
+            let allow = vec![format!("{bundle_ip} tcp {},{},{}", port::EGRESS, port::GIT_GATE, port::SUPERVISE)];
+            let ruleset = firewall_ruleset(*bundle_ip);
+            files.push(FilePlan {
+                path: "firewall.nft".into(),
+                reader: Reader::Agent,
+                content: FileContent::Text { text: ruleset.clone() },
+            });
+            Sandbox::Container(ContainerSandbox {
+                container: format!("bot-bottle-{slug}-agent"),
+                tmpfs: vec!["/tmp".into(), "/var/tmp".into(), provision::HOME.into()],
+                read_only_root,
+                cap_drop: vec!["ALL".into()],
+                security_opt: vec!["no-new-privileges".into()],
+                runtime: facts.runsc.then(|| "runsc".to_string()),
+                firewall: FirewallPlan { container: format!("bot-bottle-{slug}-firewall"), allow, ruleset },
+            })
+        }
+        Link::Loopback { ip } => {
+            let machine = format!("bot-bottle-{slug}-agent");
+            let allow_cidr = format!("{ip}/32");
+            let volumes: Vec<String> = agent_mounts
+                .iter()
+                .map(|m| format!("{}:{}{}", m.source.display(), m.target, if m.read_only { ":ro" } else { "" }))
+                .collect();
+            let mut vm_labels = labels.clone();
+            vm_labels.insert(label::ROLE.into(), "agent".into());
+            // What `machine create` is given; the archive, the user and the environment are
+            // only known at launch.
+            let shown = crate::vmm::MachineSpec {
+                name: machine.clone(),
+                image: "<the agent image's docker save archive>".into(),
+                allow_cidrs: vec![allow_cidr.clone()],
+                user: Some(user.clone().unwrap_or_else(|| "<the image's user>".into())),
+                workdir: Some(provision::HOME.into()),
+                env: Vec::new(),
+                secret_env: Vec::new(),
+                volumes: volumes.clone(),
+                labels: vm_labels.clone(),
+                command: vec!["sleep".into(), "infinity".into()],
+            };
+            Sandbox::Vm(VmSandbox {
+                machine,
+                allow_cidr,
+                volumes,
+                labels: vm_labels,
+                flags: crate::vmm::smolvm::create_args(&shown),
+                state_dir: opts.smolvm_state_dir.clone(),
+            })
+        }
+    };
+    if network.endpoints().is_none() {
+        // Shown as what they will be; launch fills in the published ports.
+        let derived = provision::endpoint_env_names();
+        for v in agent_env.iter_mut().filter(|v| derived.contains(&v.name)) {
+            v.source = Some("the bundle's published port, at launch".into());
+            v.value = None;
+        }
+    }
     let agent = AgentPlan {
-        container: format!("bot-bottle-{slug}-agent"),
         image,
-        user: user.map(|u| {
-            let (uid, gid) = crate::manifest::parse_user(&u).expect("checked on load");
-            format!("{uid}:{gid}")
-        }),
+        user,
         command,
         env: agent_env,
         mounts: agent_mounts,
         system_ca_bundles: provision::SYSTEM_CA_BUNDLES.iter().map(|s| s.to_string()).collect(),
-        tmpfs: vec!["/tmp".into(), "/var/tmp".into(), provision::HOME.into()],
-        read_only_root,
-        cap_drop: vec!["ALL".into()],
-        security_opt: vec!["no-new-privileges".into()],
-        runtime: facts.runsc.then(|| "runsc".to_string()),
-        firewall: FirewallPlan { container: format!("bot-bottle-{slug}-firewall"), allow, ruleset },
         interactive: !opts.headless,
+        sandbox,
     };
     if !problems.is_empty() {
         return Err(PlanError(problems));

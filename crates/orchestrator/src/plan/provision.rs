@@ -45,16 +45,45 @@ pub struct Endpoints {
     pub no_proxy: Vec<String>,
 }
 
+/// The bundle's ports as the agent reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ports {
+    pub egress: u16,
+    pub git_gate: u16,
+    pub supervise: u16,
+}
+
+impl Ports {
+    /// The contract ports (the bundle's own, as on its own IP).
+    pub const BUNDLE: Ports = Ports { egress: port::EGRESS, git_gate: port::GIT_GATE, supervise: port::SUPERVISE };
+}
+
 impl Endpoints {
     /// The bundle on its own IP at the contract ports (the Docker backend).
     pub fn on_ip(ip: Ipv4Addr) -> Endpoints {
+        Endpoints::at(ip, Ports::BUNDLE)
+    }
+
+    /// The bundle at `ip` on `ports` (smolvm: the ports published on the bottle's loopback
+    /// address).
+    pub fn at(ip: Ipv4Addr, ports: Ports) -> Endpoints {
         Endpoints {
-            proxy: format!("http://{ip}:{}", port::EGRESS),
-            gate: format!("http://{ip}:{}", port::GIT_GATE),
-            supervise: format!("http://{ip}:{}/mcp", port::SUPERVISE),
+            proxy: format!("http://{ip}:{}", ports.egress),
+            gate: format!("http://{ip}:{}", ports.git_gate),
+            supervise: format!("http://{ip}:{}/mcp", ports.supervise),
             no_proxy: vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), ip.to_string()],
         }
     }
+}
+
+/// The agent variables whose values name a bundle port: on a loopback link they are only known
+/// once the bundle runs.
+pub fn endpoint_env_names() -> Vec<String> {
+    let a =
+        agent_env(&Endpoints::at(Ipv4Addr::UNSPECIFIED, Ports { egress: 1, git_gate: 1, supervise: 1 }), true, true);
+    let b =
+        agent_env(&Endpoints::at(Ipv4Addr::UNSPECIFIED, Ports { egress: 2, git_gate: 2, supervise: 2 }), true, true);
+    a.into_iter().zip(b).filter(|(x, y)| x.1 != y.1).map(|(x, _)| x.0).collect()
 }
 
 /// The environment bot-bottle sets in the agent. `supervise_token` goes in as
@@ -174,6 +203,16 @@ mod tests {
         assert!(!is_reserved_env("MY_SETTING"));
         let bare = agent_env(&e, false, false);
         assert!(!bare.iter().any(|(k, _)| k == "GIT_GATE_URL" || k == "MCP_SUPERVISE_URL"));
+    }
+
+    #[test]
+    fn endpoint_names_are_the_port_bearing_ones() {
+        let mut names = endpoint_env_names();
+        names.sort();
+        assert_eq!(
+            names,
+            ["GIT_GATE_URL", "HTTPS_PROXY", "HTTP_PROXY", "MCP_SUPERVISE_URL", "http_proxy", "https_proxy"]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{AgentImage, BottlePlan, EnvVar, FileContent, MountPlan};
+use super::{AgentImage, BottlePlan, EnvVar, FileContent, Link, MountPlan, Sandbox};
 
 /// The plan as text. Every value it shows is one the plan holds, so no secret can appear.
 pub fn text(p: &BottlePlan) -> String {
@@ -21,15 +21,19 @@ pub fn text(p: &BottlePlan) -> String {
     let _ = writeln!(w, "  queue:     {}", p.queue_dir.display());
     let _ = writeln!(w, "\nnetworks");
     let n = &p.network;
-    let _ = writeln!(
-        w,
-        "  {} internal {} (gateway {}, bundle {}, agent {})",
-        n.internal.name,
-        n.internal.subnet.map(|s| s.to_string()).unwrap_or_default(),
-        n.gateway,
-        n.bundle_ip,
-        n.agent_ip
-    );
+    match &n.link {
+        Link::Internal { network, gateway, bundle_ip, agent_ip } => {
+            let _ = writeln!(
+                w,
+                "  {} internal {} (gateway {gateway}, bundle {bundle_ip}, agent {agent_ip})",
+                network.name,
+                network.subnet.map(|s| s.to_string()).unwrap_or_default(),
+            );
+        }
+        Link::Loopback { ip } => {
+            let _ = writeln!(w, "  loopback {ip}: the bundle's ports, published here, are all the VM may reach");
+        }
+    }
     let _ = writeln!(w, "  {} egress (the bundle's way out; the agent never joins it)", n.egress.name);
 
     let b = &p.bundle;
@@ -41,6 +45,10 @@ pub fn text(p: &BottlePlan) -> String {
     for h in &b.extra_hosts {
         let _ = writeln!(w, "  host {h}");
     }
+    if let Some(p) = &b.publish {
+        let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+        let _ = writeln!(w, "  publish {} on {} ({})", ports.join(", "), p.ip, p.host_ports);
+    }
 
     let a = &p.agent;
     let image = match &a.image {
@@ -50,16 +58,25 @@ pub fn text(p: &BottlePlan) -> String {
             format!("built from the {} template's Dockerfile", crate::templates::name(*template))
         }
     };
-    let _ = writeln!(w, "\nagent {} ({image})", a.container);
-    let _ = writeln!(
-        w,
-        "  user {}, caps dropped: {}, {}, {} root{}",
-        a.user.as_deref().unwrap_or("from the image (1000:1000 if it is root)"),
-        a.cap_drop.join(","),
-        a.security_opt.join(","),
-        if a.read_only_root { "read-only" } else { "writable" },
-        a.runtime.as_deref().map(|r| format!(", runtime {r}")).unwrap_or_default()
-    );
+    let user = a.user.as_deref().unwrap_or("from the image (1000:1000 if it is root)");
+    match &a.sandbox {
+        Sandbox::Container(c) => {
+            let _ = writeln!(w, "\nagent {} ({image})", c.container);
+            let _ = writeln!(
+                w,
+                "  user {user}, caps dropped: {}, {}, {} root{}",
+                c.cap_drop.join(","),
+                c.security_opt.join(","),
+                if c.read_only_root { "read-only" } else { "writable" },
+                c.runtime.as_deref().map(|r| format!(", runtime {r}")).unwrap_or_default()
+            );
+        }
+        Sandbox::Vm(v) => {
+            let _ = writeln!(w, "\nagent microVM {} ({image})", v.machine);
+            let _ = writeln!(w, "  user {user}; may reach {} only", v.allow_cidr);
+            let _ = writeln!(w, "  smolvm machine create {}", shell_words::join(&v.flags));
+        }
+    }
     let _ = writeln!(w, "  command: {}", shell_words::join(&a.command));
     let _ = writeln!(w, "  mode: {}", if a.interactive { "interactive (your terminal)" } else { "headless" });
     env(w, &a.env);
@@ -69,8 +86,10 @@ pub fn text(p: &BottlePlan) -> String {
         "  trust store: the merged bundle over whichever of {} the image has",
         a.system_ca_bundles.join(", ")
     );
-    let _ = writeln!(w, "  tmpfs: {}", a.tmpfs.join(", "));
-    let _ = writeln!(w, "  firewall ({}): out only to {}", a.firewall.container, a.firewall.allow.join("; "));
+    if let Sandbox::Container(c) = &a.sandbox {
+        let _ = writeln!(w, "  tmpfs: {}", c.tmpfs.join(", "));
+        let _ = writeln!(w, "  firewall ({}): out only to {}", c.firewall.container, c.firewall.allow.join("; "));
+    }
 
     let _ = writeln!(w, "\nfiles in the state directory");
     for f in &p.files {
@@ -80,7 +99,10 @@ pub fn text(p: &BottlePlan) -> String {
             FileContent::CaKey => "bottle CA key (minted)".into(),
             FileContent::CopyOf { source } => format!("copy of {}", source.display()),
             FileContent::SuperviseToken => "supervise token (minted)".into(),
-            FileContent::McpConfig { url } => format!("MCP config for {url}"),
+            FileContent::McpConfig => "MCP config for supervise (at launch)".into(),
+            FileContent::GitConfig { repos, .. } => {
+                format!("git identity, {} repo(s) to the gate (at launch)", repos.len())
+            }
             FileContent::CaBundle => "image roots + bottle CA".into(),
             FileContent::ProvisionedKey { repo } => format!("deploy key for {repo} (minted)"),
         };

@@ -67,6 +67,8 @@ impl Fixture {
             env_present: vec!["PLAN_TEST_TOKEN".into(), "PLAN_TEST_HOST_VALUE".into()],
             hostname: "workstation".into(),
             oauth_vars: Vec::new(),
+            used_loopback: vec![Ipv4Addr::new(127, 77, 0, 1)],
+            loopback_aliases: None,
         }
     }
 
@@ -90,6 +92,12 @@ fn headless() -> Options {
 fn full_plan_as_text() {
     let f = Fixture::new();
     insta::assert_snapshot!(f.scrub(&text(&f.plan(&headless()))));
+}
+
+#[test]
+fn smolvm_plan_as_text() {
+    let f = Fixture::new();
+    insta::assert_snapshot!(f.scrub(&text(&f.plan(&Options { backend: Some(Backend::Smolvm), ..headless() }))));
 }
 
 #[test]
@@ -124,27 +132,68 @@ fn the_agent_is_sealed_and_reaches_only_its_bundle() {
     let f = Fixture::new();
     let p = f.plan(&headless());
     let n = &p.network;
-    assert!(n.internal.internal && !n.egress.internal);
-    let subnet = n.internal.subnet.unwrap();
+    let Link::Internal { network, gateway, bundle_ip, agent_ip } = &n.link else { panic!("docker: an internal link") };
+    assert!(network.internal && !n.egress.internal);
+    let subnet = network.subnet.unwrap();
     assert!(net::POOL.overlaps(&subnet) && !subnet.overlaps(&"172.17.0.0/16".parse().unwrap()));
-    assert_eq!((n.gateway, n.bundle_ip, n.agent_ip), (subnet.host(1), subnet.host(2), subnet.host(3)));
-    assert_eq!(p.agent.cap_drop, ["ALL"]);
-    assert_eq!(p.agent.security_opt, ["no-new-privileges"]);
-    assert!(p.agent.read_only_root);
-    assert!(
-        p.agent.firewall.ruleset.contains(&format!("ip daddr {} tcp dport {{ 9099, 9420, 9100 }} accept", n.bundle_ip))
-    );
-    assert!(p.agent.firewall.ruleset.contains("policy drop"));
-    assert!(p.agent.firewall.ruleset.contains("ip daddr 127.0.0.11 reject"));
+    assert_eq!((*gateway, *bundle_ip, *agent_ip), (subnet.host(1), subnet.host(2), subnet.host(3)));
+    let c = p.agent.container().unwrap();
+    assert_eq!(c.cap_drop, ["ALL"]);
+    assert_eq!(c.security_opt, ["no-new-privileges"]);
+    assert!(c.read_only_root);
+    assert!(c.firewall.ruleset.contains(&format!("ip daddr {bundle_ip} tcp dport {{ 9099, 9420, 9100 }} accept")));
+    assert!(c.firewall.ruleset.contains("policy drop"));
+    assert!(c.firewall.ruleset.contains("ip daddr 127.0.0.11 reject"));
     // The bundle: pins for the operator's hosts, the upstream CA, the supervise token file.
     let env = |name: &str| p.bundle.env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
     assert_eq!(env("EGRESS_RESOLVE").as_deref(), Some("api.example.com=10.9.8.7,git.internal.test=172.17.0.1"));
     assert_eq!(env("EGRESS_UPSTREAM_CA").as_deref(), Some(bundle_path::UPSTREAM_CA));
-    assert_eq!(env("SUPERVISE_ALLOWED_HOSTS"), Some(n.bundle_ip.to_string()));
+    assert_eq!(env("SUPERVISE_ALLOWED_HOSTS"), Some(bundle_ip.to_string()));
     assert_eq!(p.bundle.extra_hosts, ["api.example.com:10.9.8.7", "git.internal.test:host-gateway"]);
     assert_eq!(p.bundle.user, "10001:10001", "root operators run the bundle as the image's user");
     // The agent gets none of the bundle's pins.
     assert!(!p.agent.env.iter().any(|e| e.name == "EGRESS_RESOLVE"));
+}
+
+#[test]
+fn a_smolvm_plan_puts_the_agent_in_a_vm_that_reaches_only_its_loopback_address() {
+    let f = Fixture::new();
+    let p = f.plan(&Options { backend: Some(Backend::Smolvm), ..headless() });
+    let Link::Loopback { ip } = p.network.link else { panic!("smolvm: a loopback link") };
+    assert!(net::LOOPBACK_POOL.overlaps(&Subnet::new(ip, 32)));
+    assert_ne!(ip, Ipv4Addr::new(127, 77, 0, 1), "an address another bottle holds is skipped");
+    assert!(!p.steps.is_empty());
+    // The bundle publishes its three ports on that address only; supervise accepts that Host.
+    let publish = p.bundle.publish.as_ref().unwrap();
+    assert_eq!((publish.ip, publish.ports.clone()), (ip, vec![9099, 9420, 9100]));
+    let env = |name: &str| p.bundle.env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(env("SUPERVISE_ALLOWED_HOSTS"), Some(ip.to_string()));
+    let Sandbox::Vm(vm) = &p.agent.sandbox else { panic!("a VM sandbox") };
+    assert_eq!(vm.allow_cidr, format!("{ip}/32"));
+    let flags = vm.flags.join(" ");
+    assert!(flags.contains(&format!("--allow-cidr {ip}/32")), "{flags}");
+    assert!(flags.contains(":/etc/bot-bottle:ro"), "{flags}");
+    assert!(flags.contains(&format!("--label bot-bottle.slug={}", p.slug)), "{flags}");
+    // Port-bearing variables are filled in at launch; the rest are known now.
+    let agent = |name: &str| p.agent.env.iter().find(|e| e.name == name).unwrap().clone();
+    assert_eq!(agent("HTTPS_PROXY").value, None);
+    assert!(agent("HTTPS_PROXY").source.unwrap().contains("published"));
+    assert_eq!(agent("NO_PROXY").value.unwrap(), format!("localhost,127.0.0.1,::1,{ip}"));
+    assert_eq!(agent("SSL_CERT_FILE").value.as_deref(), Some("/etc/bot-bottle/ca-bundle.pem"));
+    // No internal network, no container, no firewall helper.
+    assert!(p.agent.container().is_none());
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(!json.contains("-internal") && !json.contains("-firewall"), "{json}");
+    // Where loopback needs aliases (macOS): a configured one, or the command that makes one.
+    let search = Search { home: &f.home(), cwd: f.dir.path() };
+    let (r, _) = manifest::load(&search, &Request { agent: Some("reviewer".into()), bottles: vec![] }).unwrap();
+    let opts = Options { backend: Some(Backend::Smolvm), ..headless() };
+    let facts = HostFacts { loopback_aliases: Some(vec![Ipv4Addr::new(127, 77, 0, 9)]), ..f.facts() };
+    let Link::Loopback { ip } = plan(&r, &facts, &opts).unwrap().network.link else { panic!("loopback") };
+    assert_eq!(ip, Ipv4Addr::new(127, 77, 0, 9));
+    let facts = HostFacts { loopback_aliases: Some(Vec::new()), ..f.facts() };
+    let err = plan(&r, &facts, &opts).unwrap_err().to_string();
+    assert!(err.contains("sudo ifconfig lo0 alias 127.77.0.2 up"), "{err}");
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub(super) const OAUTH_PLACEHOLDER: &str =
     "sk-ant-oat01-bot-bottle-placeholder-the-proxy-sets-the-real-token-on-api-anthropic-com-0000000000000000000AA";
 const CONFIG_FILE: &str = "claude.json";
 
-pub(super) fn render(p: &AgentProvider, input: &Input<'_>) -> Rendered {
+pub(super) fn render(p: &AgentProvider, input: &Input) -> Rendered {
     let (key_var, placeholder, header, scheme) = if input.oauth {
         ("CLAUDE_CODE_OAUTH_TOKEN", OAUTH_PLACEHOLDER, "Authorization", "Bearer")
     } else {
@@ -62,10 +62,7 @@ pub(super) fn render(p: &AgentProvider, input: &Input<'_>) -> Rendered {
         },
     });
 
-    let mcp = match input.supervise_url {
-        Some(_) => format!(" --mcp-config {}", provision::MCP_CONFIG),
-        None => String::new(),
-    };
+    let mcp = if input.supervise { format!(" --mcp-config {}", provision::MCP_CONFIG) } else { String::new() };
     let mut script = format!("set -e\ncp {}/{CONFIG_FILE} \"$HOME/.claude.json\"\n", provision::AGENT_DIR);
     script.push_str(&link_skills("\"$HOME/.claude/skills\""));
     if input.headless {

@@ -15,7 +15,8 @@
 //!   (the token stays in the environment, not in the file). Codex 0.171 names the server and its
 //!   description in every request ("Deferred tool namespaces: mcp__supervise") and loads the
 //!   tools' schemas when the model asks for them.
-//! - `CODEX_HOME=~/.codex`, its `config.toml` copied in from `/etc/bot-bottle/codex-config.toml`;
+//! - `CODEX_HOME=~/.codex`, its `config.toml` copied in from `/etc/bot-bottle/codex-config.toml`
+//!   with `$MCP_SUPERVISE_URL` filled in;
 //!   skills linked into `$CODEX_HOME/skills/`.
 //! - Headless: `codex exec --skip-git-repo-check <prompt>`, stdin from `/dev/null`.
 
@@ -28,8 +29,10 @@ pub(super) const PLACEHOLDER: &str =
     "sk-proj-bot-bottle-placeholder-the-proxy-sets-the-real-key-on-api-openai-com-000000000000000000000000000000000000";
 const CONFIG_FILE: &str = "codex-config.toml";
 const CODEX_HOME: &str = "/home/agent/.codex";
+/// Stands for `$MCP_SUPERVISE_URL` in the config file until the command copies it.
+const SUPERVISE_URL: &str = "@MCP_SUPERVISE_URL@";
 
-pub(super) fn render(p: &AgentProvider, input: &Input<'_>) -> Rendered {
+pub(super) fn render(p: &AgentProvider, input: &Input) -> Rendered {
     let env = [
         ("CODEX_HOME", CODEX_HOME),
         ("OPENAI_API_KEY", PLACEHOLDER),
@@ -63,17 +66,20 @@ pub(super) fn render(p: &AgentProvider, input: &Input<'_>) -> Rendered {
          trust_level = \"trusted\"\n",
         home = toml_str(provision::HOME),
     );
-    if let Some(url) = input.supervise_url {
+    if input.supervise {
         config.push_str(&format!(
-            "\n[mcp_servers.supervise]\nurl = {}\nbearer_token_env_var = {}\n",
-            toml_str(url),
+            "\n[mcp_servers.supervise]\nurl = \"{SUPERVISE_URL}\"\nbearer_token_env_var = {}\n",
             toml_str(provision::SUPERVISE_TOKEN_ENV)
         ));
     }
 
+    // The supervise URL is filled in from the agent's environment as the file is copied (a
+    // backend may learn the bundle's port only at launch).
     let mut script = format!(
-        "set -e\nmkdir -p \"$CODEX_HOME\"\ncp {}/{CONFIG_FILE} \"$CODEX_HOME/config.toml\"\n",
-        provision::AGENT_DIR
+        "set -e\nmkdir -p \"$CODEX_HOME\"\n\
+         sed \"s|{SUPERVISE_URL}|${{{url_env}:-}}|\" {}/{CONFIG_FILE} > \"$CODEX_HOME/config.toml\"\n",
+        provision::AGENT_DIR,
+        url_env = common::consts::env::MCP_SUPERVISE_URL,
     );
     script.push_str(&link_skills("\"$CODEX_HOME/skills\""));
     if input.headless {

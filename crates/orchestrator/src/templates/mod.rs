@@ -18,20 +18,19 @@ mod codex;
 pub mod image;
 
 use std::ffi::OsString;
-use std::net::Ipv4Addr;
 
 use crate::manifest::types::{AgentProvider, AuthSpec, RouteSpec, Template};
 use crate::manifest::{Resolved, Sourced};
 use crate::plan::HostFacts;
-use crate::plan::provision::Endpoints;
 
 /// What a template needs to know besides the provider spec.
 #[derive(Debug, Clone)]
-pub struct Input<'a> {
+pub struct Input {
     /// `start --headless`: the CLI's non-interactive form.
     pub headless: bool,
-    /// The supervise MCP endpoint (`None` when supervise is off).
-    pub supervise_url: Option<&'a str>,
+    /// The supervise MCP server is on (its URL is `$MCP_SUPERVISE_URL` in the agent, known
+    /// only at launch on some backends).
+    pub supervise: bool,
     /// The credential in `auth_token` is an OAuth token (decided from its shape at launch by
     /// `launch::facts`, never from its value here).
     pub oauth: bool,
@@ -52,7 +51,7 @@ pub struct Rendered {
 }
 
 /// The template's agent, `None` for `template: command`.
-pub fn render(p: &AgentProvider, input: &Input<'_>) -> Option<Rendered> {
+pub fn render(p: &AgentProvider, input: &Input) -> Option<Rendered> {
     match p.template {
         Template::Command => None,
         Template::Claude => Some(claude::render(p, input)),
@@ -62,17 +61,11 @@ pub fn render(p: &AgentProvider, input: &Input<'_>) -> Option<Rendered> {
 
 /// The template's part of a plan: the rendered agent, and its provider route as a manifest
 /// route written where `agent_provider` is (so a problem with it names that place).
-pub fn for_plan(
-    r: &Resolved,
-    facts: &HostFacts,
-    headless: bool,
-    bundle_ip: Ipv4Addr,
-) -> Option<(Rendered, Option<Sourced<RouteSpec>>)> {
+pub fn for_plan(r: &Resolved, facts: &HostFacts, headless: bool) -> Option<(Rendered, Option<Sourced<RouteSpec>>)> {
     let p = r.agent_provider.as_ref()?;
-    let endpoints = Endpoints::on_ip(bundle_ip);
     let supervise = r.supervise.enabled.unwrap_or(true);
     let oauth = p.value.auth_token.as_ref().is_some_and(|v| facts.oauth_vars.contains(v));
-    let input = Input { headless, supervise_url: supervise.then_some(endpoints.supervise.as_str()), oauth };
+    let input = Input { headless, supervise, oauth };
     let rendered = render(&p.value, &input)?;
     let route = rendered.route.clone().map(|value| Sourced { value, at: p.at.clone(), pointer: p.pointer.clone() });
     Some((rendered, route))

@@ -12,10 +12,8 @@ fn provider(t: Template) -> AgentProvider {
     }
 }
 
-const URL: &str = "http://10.243.0.2:9100/mcp";
-
-fn input(headless: bool, oauth: bool) -> Input<'static> {
-    Input { headless, supervise_url: Some(URL), oauth }
+fn input(headless: bool, oauth: bool) -> Input {
+    Input { headless, supervise: true, oauth }
 }
 
 fn env<'a>(r: &'a Rendered, name: &str) -> Option<&'a str> {
@@ -102,7 +100,7 @@ fn codex_uses_a_responses_provider_and_keeps_the_mcp_token_in_the_environment() 
         "[analytics]\nenabled = false",
         "plugins = false",
         "api_key_model_discovery = false",
-        "[mcp_servers.supervise]\nurl = \"http://10.243.0.2:9100/mcp\"\nbearer_token_env_var = \"MCP_SUPERVISE_TOKEN\"",
+        "[mcp_servers.supervise]\nurl = \"@MCP_SUPERVISE_URL@\"\nbearer_token_env_var = \"MCP_SUPERVISE_TOKEN\"",
     ] {
         assert!(config.contains(line), "{line} missing from\n{config}");
     }
@@ -112,7 +110,7 @@ fn codex_uses_a_responses_provider_and_keeps_the_mcp_token_in_the_environment() 
         "{script}"
     );
     // Without supervise, no MCP server.
-    let r = render(&provider(Template::Codex), &Input { headless: true, supervise_url: None, oauth: false }).unwrap();
+    let r = render(&provider(Template::Codex), &Input { headless: true, supervise: false, oauth: false }).unwrap();
     assert!(!r.files[0].1.contains("mcp_servers"));
 }
 
