@@ -81,6 +81,21 @@ fn one_turn(case: Case<'_>) {
     assert!(!view.contains(&key), "the agent holds the real credential");
     assert!(!stdout.contains(&key) && !stderr.contains(&key), "the credential was printed");
 
+    // The egress audit (kept in the home at teardown): the model calls were allowed; whatever
+    // else the CLI tried was denied and audited, and the turn went on regardless.
+    let audit = home.audit();
+    let line = |a: &serde_json::Value| format!("{} {} {}{}", a["event"], a["method"], a["host"], a["path"]);
+    let provider_host = if case.template == "claude" { "api.anthropic.com" } else { "api.openai.com" };
+    assert!(
+        audit.iter().any(|a| a["event"] == "allow"
+            && a["host"] == provider_host
+            && a["path"].as_str().is_some_and(|p| p.starts_with(case.model_path))),
+        "no allowed model call in the audit\n{ctx}"
+    );
+    let denied: Vec<String> = audit.iter().filter(|a| a["event"] == "deny").map(line).collect();
+    assert!(!denied.iter().any(|d| d.contains(case.model_path)), "a model call was denied: {denied:?}");
+    eprintln!("{}: denied and audited, the turn went on: {denied:?}", case.template);
+
     assert_eq!(home.leftovers(), Vec::<String>::new(), "{ctx}");
 }
 

@@ -308,12 +308,11 @@ pub(crate) fn agent(a: &AgentFile, p: &mut FileProblems<'_>, search: &Search<'_>
 /// Checks of the merged bottle: what no single file can decide.
 pub(crate) fn merged(r: &Resolved, out: &mut Vec<Problem>) {
     let whole = |key: &str| Loc { file: r.files.last().cloned().unwrap_or_default(), line: None, key: key.to_string() };
-    match &r.agent_provider {
-        None => out.push(Problem {
+    if r.agent_provider.is_none() {
+        out.push(Problem {
             at: whole("agent_provider"),
             message: "no bottle in the chain says what runs as the agent (agent_provider)".into(),
-        }),
-        Some(_) => {}
+        });
     }
     // The routes as routes.json will carry them, through the one routes.json validator.
     let routes: Vec<Value> = r.routes.iter().enumerate().map(|(i, route)| route_json(&route.value, i)).collect();
