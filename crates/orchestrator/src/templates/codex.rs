@@ -18,7 +18,9 @@
 //! - `CODEX_HOME=~/.codex`, its `config.toml` copied in from `/etc/bot-bottle/codex-config.toml`
 //!   with `$MCP_SUPERVISE_URL` filled in;
 //!   skills linked into `$CODEX_HOME/skills/`.
-//! - Headless: `codex exec --skip-git-repo-check <prompt>`, stdin from `/dev/null`.
+//! - Headless: `codex exec --skip-git-repo-check <prompt>`, stdin from `/dev/null`. Interactive:
+//!   `codex --no-daemon [<prompt>]`: the TUI otherwise runs a background app server copied into
+//!   `$CODEX_HOME`, and the agent's home is mounted `noexec`.
 
 use super::{Input, PROMPT_ARG, Rendered, link_skills, provider_route, toml_str};
 use crate::manifest::types::AgentProvider;
@@ -86,7 +88,7 @@ pub(super) fn render(p: &AgentProvider, input: &Input) -> Rendered {
         script.push_str(&format!("exec codex exec --skip-git-repo-check {PROMPT_ARG} </dev/null\n"));
     } else {
         script.push_str(&format!(
-            "prompt={PROMPT_ARG}\nif [ -n \"$prompt\" ]; then set -- \"$prompt\"; else set --; fi\nexec codex \"$@\"\n"
+            "prompt={PROMPT_ARG}\nif [ -n \"$prompt\" ]; then set -- \"$prompt\"; else set --; fi\nexec codex --no-daemon \"$@\"\n"
         ));
     }
 

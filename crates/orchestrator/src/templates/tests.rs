@@ -109,6 +109,9 @@ fn codex_uses_a_responses_provider_and_keeps_the_mcp_token_in_the_environment() 
         script.contains("exec codex exec --skip-git-repo-check \"$(cat \"$BOT_BOTTLE_PROMPT_FILE\")\" </dev/null"),
         "{script}"
     );
+    // Interactive: the TUI without its background app server (the home is noexec).
+    let r = render(&provider(Template::Codex), &input(false, false)).unwrap();
+    assert!(r.command[2].contains("exec codex --no-daemon \"$@\""), "{}", r.command[2]);
     // Without supervise, no MCP server.
     let r = render(&provider(Template::Codex), &Input { headless: true, supervise: false, oauth: false }).unwrap();
     assert!(!r.files[0].1.contains("mcp_servers"));
