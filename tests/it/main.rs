@@ -3,6 +3,7 @@
 // Tests drive real programs (git, curl, docker, sshd, the binaries under test) directly.
 #![allow(clippy::disallowed_methods)]
 
+mod agents;
 mod bottle;
 mod bundle;
 mod egress;

@@ -164,6 +164,30 @@ impl Recorder {
         self.dir.join("smolvm")
     }
 
+    /// `bot-bottle start --backend smolvm` through this stand-in, returned once the agent's
+    /// command runs.
+    fn launch(&self, w: &World, state: &Path) -> (std::process::Child, std::sync::Arc<std::sync::Mutex<String>>) {
+        std::fs::create_dir_all(state).unwrap();
+        let mut child = w
+            .cmd(&["start", "scripted", "--backend", "smolvm", "--headless", "--prompt", "echo unused"])
+            .env("BOT_BOTTLE_SMOLVM", self.bin())
+            .env("BOT_BOTTLE_SMOLVM_STATE_DIR", state)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = tests::bottle::collect_stderr(&mut child);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !self.dir.join("agent-running").exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("bot-bottle exited {status} before the agent ran: {}", stderr.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "the agent never ran: {}", stderr.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (child, stderr)
+    }
+
     fn calls(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.join("calls.jsonl"))
             .unwrap_or_default()
@@ -195,24 +219,7 @@ fn a_smolvm_bottle_publishes_its_guarded_bundle_on_its_own_loopback_address() {
     let w = World::new();
     let rec = Recorder::new(w.tmp.path(), &real);
     let state = w.tmp.path().join("smolvm-state");
-    std::fs::create_dir_all(&state).unwrap();
-    let mut child = w
-        .cmd(&["start", "scripted", "--backend", "smolvm", "--headless", "--prompt", "echo unused"])
-        .env("BOT_BOTTLE_SMOLVM", rec.bin())
-        .env("BOT_BOTTLE_SMOLVM_STATE_DIR", &state)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = tests::bottle::collect_stderr(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !rec.dir.join("agent-running").exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("bot-bottle exited {status} before the agent ran: {}", stderr.lock().unwrap());
-        }
-        assert!(Instant::now() < deadline, "the agent never ran: {}", stderr.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, stderr) = rec.launch(&w, &state);
 
     // The bottle as bot-bottle recorded it.
     let slug = std::fs::read_dir(w.home.join("state"))
@@ -304,5 +311,54 @@ fn a_smolvm_bottle_publishes_its_guarded_bundle_on_its_own_loopback_address() {
     let verbs: Vec<String> = rec.calls().iter().map(|c| c["verb"].as_str().unwrap().to_string()).collect();
     assert_eq!(verbs.iter().rev().take(2).collect::<Vec<_>>(), ["delete", "stop"], "{verbs:?}");
     assert!(!rt.block_on(vmm.list()).unwrap().iter().any(|m| m.name == machine));
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+#[test]
+fn cleanup_finds_a_dead_smolvm_bottles_machine_by_its_labels() {
+    let Some(real) = smolvm() else { return };
+    if !docker_available() {
+        return;
+    }
+    let w = World::new();
+    let rec = Recorder::new(w.tmp.path(), &real);
+    let state = w.tmp.path().join("smolvm-state");
+    let (mut child, _stderr) = rec.launch(&w, &state);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::write(rec.dir.join("release"), "").unwrap();
+    // Only the machine is left to find: its state, queue and Docker objects are gone too.
+    let slug = std::fs::read_dir(w.home.join("state")).unwrap().flatten().next().unwrap().file_name();
+    let slug = slug.to_string_lossy().to_string();
+    std::fs::remove_dir_all(w.home.join("state").join(&slug)).unwrap();
+    std::fs::remove_dir_all(w.home.join("queue").join(&slug)).unwrap();
+    let label = format!("label=bot-bottle.slug={slug}");
+    for (ls, rm) in [
+        (&["ps", "-aq", "--filter"][..], &["rm", "-f"][..]),
+        (&["network", "ls", "-q", "--filter"][..], &["network", "rm"][..]),
+    ] {
+        let mut args = ls.to_vec();
+        args.push(&label);
+        let ids = String::from_utf8_lossy(&docker(&args).stdout).to_string();
+        for id in ids.split_whitespace() {
+            let mut args = rm.to_vec();
+            args.push(id);
+            docker(&args);
+        }
+    }
+    let vmm = SmolvmCli::new(real, Some(state.clone()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let machine = format!("bot-bottle-{slug}-agent");
+    assert!(rt.block_on(vmm.list()).unwrap().iter().any(|m| m.name == machine), "the dead bottle's machine");
+    let out = w
+        .cmd(&["cleanup"])
+        .env("BOT_BOTTLE_SMOLVM", rec.bin())
+        .env("BOT_BOTTLE_SMOLVM_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("removed bottle {slug}")), "{err}");
+    assert!(!rt.block_on(vmm.list()).unwrap().iter().any(|m| m.name == machine), "{err}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }

@@ -10,6 +10,7 @@
 // Tests drive real programs (git, curl, docker, sshd, the binaries under test) directly.
 #![allow(clippy::disallowed_methods)]
 
+pub mod agents;
 pub mod bottle;
 
 use std::net::SocketAddr;

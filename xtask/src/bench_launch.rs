@@ -40,7 +40,7 @@ struct Run {
 fn launch(bb: &Path, home: &Path, bin: &Path) -> anyhow::Result<Run> {
     let start = Instant::now();
     let mut child = Command::new(bb)
-        .args(["start", "bench", "--headless", "--prompt", "go", "--timings"])
+        .args(["start", "bench", "--backend", "docker", "--headless", "--prompt", "go", "--timings"])
         .env("BOT_BOTTLE_HOME", home)
         .env("BOT_BOTTLE_BIN_DIR", bin)
         .env("BENCH_TOKEN", "bench-token-value")

@@ -17,4 +17,5 @@ pub mod launch;
 pub mod manifest;
 pub mod plan;
 pub mod supervise;
+pub mod templates;
 pub mod vmm;

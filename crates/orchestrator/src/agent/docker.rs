@@ -66,6 +66,9 @@ impl<'a> DockerRuntime<'a> {
                     .await?
                     .with_context(|| format!("the engine built {tag} but does not have it"))
             }
+            AgentImage::Template { template } => {
+                crate::templates::image::ensure(self.engine, *template, progress).await
+            }
         }
     }
 

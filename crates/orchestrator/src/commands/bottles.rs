@@ -223,6 +223,23 @@ pub async fn cleanup(args: CleanupArgs, home: &Home) -> anyhow::Result<ExitCode>
             orphans.insert(slug.clone());
         }
     }
+    // Machines (the smolvm backend) of this home whose launcher is gone.
+    let smolvm = crate::vmm::smolvm::SmolvmCli::find();
+    if let Some(vmm) = &smolvm {
+        let machines = crate::vmm::Vmm::list(vmm).await.unwrap_or_else(|e| {
+            say(&format!("warning: listing smolvm machines: {e:#}"));
+            Vec::new()
+        });
+        for m in machines {
+            if m.labels.get(label::HOME).map(String::as_str) != Some(&home_id(home.root())) {
+                continue;
+            }
+            let dead = !m.labels.get(label::OWNER).is_some_and(|o| owner::alive(o));
+            if let (true, Some(slug)) = (dead, m.labels.get(label::SLUG)) {
+                orphans.insert(slug.clone());
+            }
+        }
+    }
     // Queue directories whose bottle has no state and no live object.
     if let Ok(rd) = std::fs::read_dir(home.queues_dir()) {
         for e in rd.flatten() {

@@ -36,7 +36,9 @@ pub async fn gather(
         sidecar_image,
         runsc: info.runtimes.iter().any(|r| r == "runsc"),
         used_loopback: used_loopback(home),
+        loopback_aliases: loopback_aliases().await,
         env_present,
+        oauth_vars: crate::templates::oauth_vars(std::env::vars_os()),
         hostname: nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -55,6 +57,18 @@ pub fn used_loopback(home: &std::path::Path) -> Vec<Ipv4Addr> {
         .filter(|v| v["network"]["link"]["kind"] == "loopback")
         .filter_map(|v| v["network"]["link"]["ip"].as_str()?.parse().ok())
         .collect()
+}
+
+/// macOS answers only on configured loopback aliases: read `lo0`'s. Elsewhere every 127/8
+/// address is loopback (`None`).
+async fn loopback_aliases() -> Option<Vec<Ipv4Addr>> {
+    if !cfg!(target_os = "macos") {
+        return None;
+    }
+    let mut c = common::proc::Cmd::new("ifconfig", std::path::Path::new("/"), std::time::Duration::from_secs(5));
+    c.arg("lo0");
+    let text = c.output().await.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    Some(crate::plan::net::parse_ifconfig_aliases(&text))
 }
 
 /// IPv4 routes of the host (`/proc/net/route`), the default route left out.

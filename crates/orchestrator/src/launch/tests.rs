@@ -14,6 +14,7 @@ use crate::home::Home;
 use crate::image::{BINARIES, DEFAULT_BASE_IMAGE};
 use crate::manifest::{self, Request, Search};
 use crate::plan::{HostFacts, Options};
+use crate::vmm::Vmm;
 
 const TOKEN: &str = "launch-test-token-7f3a9c";
 const FORGE_TOKEN: &str = "launch-test-forge-token-0b1c";
@@ -90,7 +91,9 @@ impl Fixture {
             runsc: false,
             env_present: vec!["LAUNCH_TEST_TOKEN".into(), "LAUNCH_TEST_FORGE".into()],
             hostname: "test-host".into(),
+            oauth_vars: Vec::new(),
             used_loopback: Vec::new(),
+            loopback_aliases: None,
         };
         let opts = Options { headless: true, backend: Some(backend), ..Default::default() };
         let plan = crate::plan::plan(&r, &facts, &opts).unwrap();
@@ -120,18 +123,30 @@ struct Outcome {
 async fn launch_once(f: &Fixture, engine: &FakeEngine) -> Outcome {
     let (plan, secrets) = f.plan(engine).await;
     let runtime = DockerRuntime::new(engine, f.home().cache_dir());
+    launch_with(f, engine, &runtime, None, plan, &secrets).await
+}
+
+/// Runs begin + up + run of `plan` on `runtime`, then teardown.
+async fn launch_with(
+    f: &Fixture,
+    engine: &FakeEngine,
+    runtime: &dyn crate::agent::AgentRuntime,
+    vmm: Option<&dyn Vmm>,
+    plan: BottlePlan,
+    secrets: &Secrets,
+) -> Outcome {
     let timings = Timings::default();
     let progress = |_: String| {};
-    let l = Launch { engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
-    let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
+    let l = Launch { engine, runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
+    let ledger = begin(&plan, "me", "now", secrets, nix::unistd::geteuid().as_raw()).unwrap();
     let result = async {
-        let ready = up(&l, &ledger, &secrets, &f.sidecar).await.map_err(|e| format!("{e:#}"))?;
+        let ready = up(&l, &ledger, secrets, &f.sidecar).await.map_err(|e| format!("{e:#}"))?;
         run(&l, &ready, ExecIo::Capture).await.map_err(|e| format!("{e:#}"))
     }
     .await;
     let live_before_teardown = engine.live();
     let teardown_from = engine.calls().len();
-    let teardown_errors = teardown(engine, None, &tokens, &plan.slug, &ledger.entries(), &timings).await;
+    let teardown_errors = teardown(engine, vmm, &tokens, &plan.slug, &ledger.entries(), &timings).await;
     Outcome { result, teardown_errors, plan, live_before_teardown, teardown_from }
 }
 
@@ -435,28 +450,10 @@ mod smolvm {
     use crate::plan::{Backend, Link};
     use crate::vmm::fake::RecordingVmm;
 
-    /// What one VM launch did.
-    struct VmOutcome {
-        result: Result<i64, String>,
-        teardown_errors: Vec<String>,
-        plan: BottlePlan,
-        secrets: Secrets,
-    }
-
-    async fn launch_vm(f: &Fixture, engine: &FakeEngine, vmm: &RecordingVmm) -> VmOutcome {
+    async fn launch_vm(f: &Fixture, engine: &FakeEngine, vmm: &RecordingVmm) -> Outcome {
         let (plan, secrets) = f.plan_for(engine, Backend::Smolvm).await;
         let runtime = SmolvmRuntime::new(engine, vmm, f.home().cache_dir());
-        let timings = Timings::default();
-        let progress = |_: String| {};
-        let l = Launch { engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
-        let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
-        let result = async {
-            let ready = up(&l, &ledger, &secrets, &f.sidecar).await.map_err(|e| format!("{e:#}"))?;
-            run(&l, &ready, ExecIo::Capture).await.map_err(|e| format!("{e:#}"))
-        }
-        .await;
-        let teardown_errors = teardown(engine, Some(vmm), &tokens, &plan.slug, &ledger.entries(), &timings).await;
-        VmOutcome { result, teardown_errors, plan, secrets }
+        launch_with(f, engine, &runtime, Some(vmm), plan, &secrets).await
     }
 
     fn fresh() -> (Fixture, FakeEngine, RecordingVmm) {
@@ -595,7 +592,6 @@ mod smolvm {
             assert!(engine.live().is_empty(), "{which} {n} left {:?}", engine.live());
             assert!(vmm.live().is_empty(), "{which} {n} left {:?}", vmm.live());
             assert!(!o.plan.state_dir.exists(), "{which} {n} left state");
-            drop(o.secrets);
         }
     }
 

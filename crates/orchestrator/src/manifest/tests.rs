@@ -197,7 +197,11 @@ fn a_chain_without_a_provider_and_unsupported_features_are_errors() {
     f.bottle("none", "---\nenv: {A: b}\n---\n");
     assert!(f.load(None, &["none"]).unwrap_err().to_string().contains("says what runs as the agent"));
     f.bottle("claude", "---\nagent_provider:\n  template: claude\n  auth_token: ANTHROPIC_KEY\n---\n");
-    assert!(f.load(None, &["claude"]).unwrap_err().to_string().contains("not available in this build yet"));
+    assert!(f.load(None, &["claude"]).is_ok());
+    f.bottle("bare", "---\nagent_provider:\n  template: codex\n  command: [x]\n---\n");
+    let err = f.load(None, &["bare"]).unwrap_err().to_string();
+    assert!(err.contains("`template: codex` needs `auth_token`"), "{err}");
+    assert!(err.contains("command: is for `template: command`"), "{err}");
 }
 
 #[test]

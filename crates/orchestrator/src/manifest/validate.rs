@@ -172,10 +172,28 @@ pub(crate) fn bottle(b: &BottleFile, p: &mut FileProblems<'_>) {
                     "is for the claude and codex templates; a command agent's credentials go in egress routes",
                 );
             }
-        } else if let Some(t) = &a.auth_token
-            && !is_env_name(t)
-        {
-            p.at("/agent_provider/auth_token", format!("{t:?} is not an environment variable name"));
+        } else {
+            let name = crate::templates::name(a.template);
+            for (key, set) in
+                [("image", a.image.is_some()), ("dockerfile", a.dockerfile.is_some()), ("command", a.command.is_some())]
+            {
+                if set {
+                    p.at(
+                        &format!("/agent_provider/{key}"),
+                        format!("is for `template: command`; `template: {name}` brings its own image and command"),
+                    );
+                }
+            }
+            match &a.auth_token {
+                None => p.at(
+                    "/agent_provider",
+                    format!("`template: {name}` needs `auth_token`: the host variable holding the provider's API key or OAuth token"),
+                ),
+                Some(t) if !is_env_name(t) => {
+                    p.at("/agent_provider/auth_token", format!("{t:?} is not an environment variable name"))
+                }
+                Some(_) => {}
+            }
         }
     }
 }
@@ -290,19 +308,11 @@ pub(crate) fn agent(a: &AgentFile, p: &mut FileProblems<'_>, search: &Search<'_>
 /// Checks of the merged bottle: what no single file can decide.
 pub(crate) fn merged(r: &Resolved, out: &mut Vec<Problem>) {
     let whole = |key: &str| Loc { file: r.files.last().cloned().unwrap_or_default(), line: None, key: key.to_string() };
-    match &r.agent_provider {
-        None => out.push(Problem {
+    if r.agent_provider.is_none() {
+        out.push(Problem {
             at: whole("agent_provider"),
             message: "no bottle in the chain says what runs as the agent (agent_provider)".into(),
-        }),
-        Some(p) if p.value.template != Template::Command => out.push(Problem {
-            at: p.at.clone(),
-            message: format!(
-                "template {:?} is not available in this build yet; use `template: command` with an image and command",
-                p.value.template
-            ),
-        }),
-        Some(_) => {}
+        });
     }
     // The routes as routes.json will carry them, through the one routes.json validator.
     let routes: Vec<Value> = r.routes.iter().enumerate().map(|(i, route)| route_json(&route.value, i)).collect();

@@ -64,8 +64,14 @@ pub struct HostFacts {
     pub env_present: Vec<String>,
     /// This machine's name (in provisioned keys' titles, so strays are recognisable).
     pub hostname: String,
+    /// Host env vars whose value is shaped like an OAuth token (names only): a provider
+    /// template sends those as a bearer token.
+    pub oauth_vars: Vec<String>,
     /// Loopback addresses other bottles of this home hold (the smolvm link).
     pub used_loopback: Vec<Ipv4Addr>,
+    /// Where only configured aliases answer on loopback (macOS): the pool's addresses `lo0`
+    /// has. `None` where every 127/8 address does (Linux).
+    pub loopback_aliases: Option<Vec<Ipv4Addr>>,
 }
 
 /// What the operator asked for on the command line.
@@ -258,6 +264,8 @@ pub enum AgentImage {
     Reference { image: String },
     /// Built from a Dockerfile, tagged by the hash of its context.
     Dockerfile { dockerfile: PathBuf, context: PathBuf },
+    /// A provider template's image (`docker/agents/<template>/Dockerfile`, compiled in).
+    Template { template: Template },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -458,8 +466,15 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
             }
         }
         Backend::Smolvm => {
-            let Some(ip) = net::choose_loopback(&facts.used_loopback, &slug) else {
-                return Err(no_room(format!("no free loopback address left in {}", net::LOOPBACK_POOL)));
+            let chosen = match &facts.loopback_aliases {
+                None => net::choose_loopback(&facts.used_loopback, &slug),
+                Some(aliases) => net::choose_alias(aliases, &facts.used_loopback),
+            };
+            let Some(ip) = chosen else {
+                return Err(no_room(match &facts.loopback_aliases {
+                    None => format!("no free loopback address left in {}", net::LOOPBACK_POOL),
+                    Some(_) => net::alias_hint(&facts.used_loopback),
+                }));
             };
             Link::Loopback { ip }
         }
@@ -473,7 +488,10 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     let mut secrets = Vec::new();
     let mut slots: BTreeMap<String, String> = BTreeMap::new();
     let mut routes_json = Vec::new();
-    for (i, route) in r.routes.iter().enumerate() {
+    // A provider template (claude, codex): image, command, env, files and the provider's route.
+    let template = crate::templates::for_plan(r, facts, opts.headless);
+    let template_route = template.as_ref().and_then(|(_, route)| route.clone());
+    for (i, route) in r.routes.iter().chain(template_route.iter()).enumerate() {
         let mut v = crate::manifest::route_json(&route.value, 0);
         if let Some(auth) = &route.value.auth {
             let n = slots.len();
@@ -483,8 +501,9 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
                 .clone();
             v["auth"]["token_env"] = serde_json::Value::String(slot.clone());
             if !facts.env_present.contains(&auth.token_ref) {
+                let key = if i < r.routes.len() { "/auth/token_ref" } else { "/auth_token" };
                 problems.push(Problem {
-                    at: r.loc_in(route, "/auth/token_ref"),
+                    at: r.loc_in(route, key),
                     message: format!("the host variable {} is not set", auth.token_ref),
                 });
             }
@@ -705,6 +724,12 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
                 p.value.read_only_root.unwrap_or(true),
             )
         }
+        Some(p) if let Some((t, _)) = &template => (
+            AgentImage::Template { template: p.value.template },
+            t.command.clone(),
+            p.value.user.clone(),
+            p.value.read_only_root.unwrap_or(true),
+        ),
         _ => {
             // Reported by the manifest checks; a plan is still produced for --dry-run only when
             // there are no problems, so this is never used.
@@ -717,6 +742,7 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     if supervise_on {
         agent_env.push(EnvVar::hidden(provision::SUPERVISE_TOKEN_ENV, "minted at launch"));
     }
+    agent_env.extend(template.iter().flat_map(|(t, _)| &t.env).map(|(k, v)| EnvVar::shown(k, v)));
     for (name, src) in &r.env {
         let source = match &src.value {
             crate::manifest::EnvSource::Literal { .. } => "manifest".to_string(),
@@ -764,6 +790,10 @@ pub fn plan(r: &Resolved, facts: &HostFacts, opts: &Options) -> Result<BottlePla
     });
     if supervise_on {
         files.push(FilePlan { path: "agent/mcp.json".into(), reader: Reader::Agent, content: FileContent::McpConfig });
+    }
+    for (name, text) in template.iter().flat_map(|(t, _)| &t.files) {
+        let content = FileContent::Text { text: text.clone() };
+        files.push(FilePlan { path: format!("agent/{name}").into(), reader: Reader::Agent, content });
     }
     let mut agent_mounts = vec![bind("agent", provision::AGENT_DIR, true)];
     if let Some(a) = &r.agent {

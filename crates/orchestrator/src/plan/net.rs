@@ -31,6 +31,10 @@ impl Subnet {
         self.first() | !Self::mask(self.prefix)
     }
 
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (self.first()..=self.last()).contains(&u32::from(ip))
+    }
+
     pub fn overlaps(&self, other: &Subnet) -> bool {
         self.first() <= other.last() && other.first() <= self.last()
     }
@@ -101,8 +105,47 @@ pub fn choose_loopback(used: &[Ipv4Addr], seed: &str) -> Option<Ipv4Addr> {
     (0..slots).map(|i| LOOPBACK_POOL.host(1 + (start + i) % slots)).find(|ip| !used.contains(ip))
 }
 
+/// Where a loopback address needs an alias (macOS), a configured alias of [`LOOPBACK_POOL`] no
+/// other bottle holds.
+pub fn choose_alias(aliases: &[Ipv4Addr], used: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    aliases.iter().copied().find(|ip| LOOPBACK_POOL.contains(*ip) && *ip != LOOPBACK_POOL.addr && !used.contains(ip))
+}
+
+/// What to run once so a smolvm bottle has a loopback address of its own (macOS).
+pub fn alias_hint(used: &[Ipv4Addr]) -> String {
+    let next = (1..).map(|n| LOOPBACK_POOL.host(n)).find(|ip| !used.contains(ip)).expect("the pool is not full");
+    format!(
+        "no free loopback alias for a smolvm bottle: run `sudo ifconfig lo0 alias {next} up` once (after each \
+         reboot), one alias per bottle running at the same time"
+    )
+}
+
+/// The IPv4 addresses of [`LOOPBACK_POOL`] in `ifconfig lo0` output (`inet 127.77.0.2 netmask …`).
+pub fn parse_ifconfig_aliases(text: &str) -> Vec<Ipv4Addr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("inet ")?.split_whitespace().next()?.parse().ok())
+        .filter(|ip| LOOPBACK_POOL.contains(*ip))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn aliases_are_read_from_ifconfig_and_chosen_when_free() {
+        let text = "lo0: flags=8049<UP,LOOPBACK,RUNNING,MULTICAST> mtu 16384\n\toptions=1203<RXCSUM,TXCSUM>\n\t\
+                    inet 127.0.0.1 netmask 0xff000000\n\tinet6 ::1 prefixlen 128\n\t\
+                    inet 127.77.0.2 netmask 0xff000000\n\tinet 127.77.0.3 netmask 0xff000000\n";
+        let aliases = parse_ifconfig_aliases(text);
+        assert_eq!(aliases, [Ipv4Addr::new(127, 77, 0, 2), Ipv4Addr::new(127, 77, 0, 3)]);
+        assert_eq!(choose_alias(&aliases, &[]), Some(Ipv4Addr::new(127, 77, 0, 2)));
+        assert_eq!(choose_alias(&aliases, &[Ipv4Addr::new(127, 77, 0, 2)]), Some(Ipv4Addr::new(127, 77, 0, 3)));
+        assert_eq!(choose_alias(&aliases, &aliases), None);
+        let hint = alias_hint(&aliases);
+        assert!(hint.contains("sudo ifconfig lo0 alias 127.77.0.1 up"), "{hint}");
+        let hint = alias_hint(&[Ipv4Addr::new(127, 77, 0, 1)]);
+        assert!(hint.contains("alias 127.77.0.2 up"), "{hint}");
+    }
+
     use super::*;
 
     #[test]

@@ -54,6 +54,9 @@ pub fn text(p: &BottlePlan) -> String {
     let image = match &a.image {
         AgentImage::Reference { image } => image.clone(),
         AgentImage::Dockerfile { dockerfile, .. } => format!("built from {}", dockerfile.display()),
+        AgentImage::Template { template } => {
+            format!("built from the {} template's Dockerfile", crate::templates::name(*template))
+        }
     };
     let user = a.user.as_deref().unwrap_or("from the image (1000:1000 if it is root)");
     match &a.sandbox {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::*;
 use crate::home::Home;
+use crate::manifest::types::Template;
 use crate::manifest::{self, Request, Search};
 
 struct Fixture {
@@ -65,7 +66,9 @@ impl Fixture {
             runsc: false,
             env_present: vec!["PLAN_TEST_TOKEN".into(), "PLAN_TEST_HOST_VALUE".into()],
             hostname: "workstation".into(),
+            oauth_vars: Vec::new(),
             used_loopback: vec![Ipv4Addr::new(127, 77, 0, 1)],
+            loopback_aliases: None,
         }
     }
 
@@ -181,6 +184,16 @@ fn a_smolvm_plan_puts_the_agent_in_a_vm_that_reaches_only_its_loopback_address()
     assert!(p.agent.container().is_none());
     let json = serde_json::to_string(&p).unwrap();
     assert!(!json.contains("-internal") && !json.contains("-firewall"), "{json}");
+    // Where loopback needs aliases (macOS): a configured one, or the command that makes one.
+    let search = Search { home: &f.home(), cwd: f.dir.path() };
+    let (r, _) = manifest::load(&search, &Request { agent: Some("reviewer".into()), bottles: vec![] }).unwrap();
+    let opts = Options { backend: Some(Backend::Smolvm), ..headless() };
+    let facts = HostFacts { loopback_aliases: Some(vec![Ipv4Addr::new(127, 77, 0, 9)]), ..f.facts() };
+    let Link::Loopback { ip } = plan(&r, &facts, &opts).unwrap().network.link else { panic!("loopback") };
+    assert_eq!(ip, Ipv4Addr::new(127, 77, 0, 9));
+    let facts = HostFacts { loopback_aliases: Some(Vec::new()), ..f.facts() };
+    let err = plan(&r, &facts, &opts).unwrap_err().to_string();
+    assert!(err.contains("sudo ifconfig lo0 alias 127.77.0.2 up"), "{err}");
 }
 
 #[test]
@@ -214,4 +227,43 @@ fn a_missing_host_variable_is_a_plan_error_naming_the_manifest_line() {
         "{err}"
     );
     assert!(err.contains("base.md:5: env.FROM_HOST: the host variable PLAN_TEST_HOST_VALUE is not set"), "{err}");
+}
+
+/// A provider template: the image, command, env and files come from the template; its route
+/// (with the credential slot) joins the bottle's routes; the agent holds only the placeholder.
+#[test]
+fn a_template_bottle_adds_its_route_and_holds_a_placeholder() {
+    let f = Fixture::new();
+    std::fs::write(
+        f.dir.path().join("home/bottles/claude.md"),
+        "---\nextends: base\nagent_provider:\n  template: claude\n  auth_token: PLAN_TEST_ANTHROPIC\n---\n",
+    )
+    .unwrap();
+    let home = f.home();
+    let search = Search { home: &home, cwd: f.dir.path() };
+    let (r, _) = manifest::load(&search, &Request { agent: None, bottles: vec!["claude".into()] }).unwrap();
+    let mut facts = f.facts();
+    let p = plan(&r, &facts, &headless()).unwrap_err();
+    assert!(
+        p.to_string().contains("agent_provider.auth_token: the host variable PLAN_TEST_ANTHROPIC is not set"),
+        "{p}"
+    );
+    facts.env_present.push("PLAN_TEST_ANTHROPIC".into());
+    let p = plan(&r, &facts, &headless()).unwrap();
+    assert_eq!(p.agent.image, AgentImage::Template { template: Template::Claude });
+    assert_eq!(p.agent.command[..2], ["sh", "-c"]);
+    let routes = p.files.iter().find(|f| f.path == Path::new("egress/routes.json")).unwrap();
+    let FileContent::Text { text } = &routes.content else { panic!() };
+    let routes: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(routes["routes"][2]["host"], "api.anthropic.com");
+    assert_eq!(routes["routes"][2]["auth"]["token_env"], "EGRESS_TOKEN_1");
+    assert_eq!(routes["routes"][2]["auth"]["header"], "x-api-key");
+    assert!(p.secrets.iter().any(|s| s.name == "EGRESS_TOKEN_1" && s.source == "host:PLAN_TEST_ANTHROPIC"));
+    let placeholder = p.agent.env.iter().find(|e| e.name == "ANTHROPIC_API_KEY").unwrap();
+    assert!(placeholder.value.as_deref().unwrap().starts_with("sk-ant-api03-bot-bottle-placeholder"));
+    assert!(p.files.iter().any(|f| f.path == Path::new("agent/claude.json") && f.reader == Reader::Agent));
+    // An OAuth token goes out as a bearer.
+    facts.oauth_vars.push("PLAN_TEST_ANTHROPIC".into());
+    let p = plan(&r, &facts, &headless()).unwrap();
+    assert!(p.agent.env.iter().any(|e| e.name == "CLAUDE_CODE_OAUTH_TOKEN"));
 }

@@ -258,6 +258,27 @@ mod tests {
         assert!(parse_version("smolvm 1.31.9").unwrap() < MIN_VERSION);
     }
 
+    #[tokio::test]
+    async fn an_old_or_broken_smolvm_is_a_clear_error() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = |name: &str, body: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            SmolvmCli::new(p, None)
+        };
+        let err = fake("old", "echo 'smolvm 1.20.3'").version().await.unwrap_err().to_string();
+        assert!(err.contains("smolvm 1.20.3") && err.contains("needs smolvm 1.32.0 or newer"), "{err}");
+        assert_eq!(fake("new", "echo 'smolvm 1.40.0'").version().await.unwrap(), "smolvm 1.40.0");
+        let err = fake("odd", "echo 'hello'").version().await.unwrap_err().to_string();
+        assert!(err.contains("cannot read a version"), "{err}");
+        let err = format!("{:#}", fake("broken", "echo 'no kvm' >&2; exit 3").version().await.unwrap_err());
+        assert!(err.contains("no kvm"), "{err}");
+        let missing = SmolvmCli::new(dir.path().join("absent"), None);
+        assert!(format!("{:#}", missing.version().await.unwrap_err()).contains("absent"));
+    }
+
     #[test]
     fn create_args_carry_secret_references_not_values() {
         let spec = MachineSpec {
