@@ -444,12 +444,14 @@ fn a_provisioned_deploy_key_pushes_and_is_revoked() {
     assert!(!ctx.contains(&w.forge_token), "the forge token never shows");
     assert_eq!(w.leftovers(), Vec::<String>::new());
 
-    // A launch killed with -9 strands its key; cleanup revokes it.
+    // A launch killed with -9 strands its key; cleanup revokes it. (Killed once the bottle is
+    // up, so every object it made exists; a kill while the forge is still answering is the
+    // unit test `a_launch_killed_while_the_forge_answers_strands_no_key`.)
     let mut child = w.spawn("sleep 120", &["--label", "stranded"]);
-    let _err = collect_stderr(&mut child);
+    let err = collect_stderr(&mut child);
     let deadline = Instant::now() + Duration::from_secs(180);
-    while forge.standin.keys().is_empty() {
-        assert!(Instant::now() < deadline, "no key was registered");
+    while !err.lock().unwrap().contains(" ready in ") {
+        assert!(Instant::now() < deadline, "the bottle never got ready: {}", err.lock().unwrap());
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();

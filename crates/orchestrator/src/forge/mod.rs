@@ -87,6 +87,14 @@ struct Created {
     id: u64,
 }
 
+/// A deploy key as both forges list it.
+#[derive(Deserialize)]
+struct Listed {
+    id: u64,
+    #[serde(default)]
+    title: String,
+}
+
 impl ForgeClient {
     pub fn new(kind: ForgeKind, api: &str, repo: &str, token: Secret) -> anyhow::Result<ForgeClient> {
         let api = api.trim_end_matches('/').to_string();
@@ -171,13 +179,12 @@ impl ForgeClient {
             .map_err(|_| transport(format!("no answer within {TIMEOUT:?}")))?
             .map_err(|e| transport(e.to_string()))?
             .to_bytes();
-        // The answer never holds our token, but cut it short for messages.
-        let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
-        Ok((status, text))
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     fn status_error(&self, method: &str, url: &str, status: StatusCode, detail: String) -> ForgeError {
         let (forge, repo) = (self.name(), self.repo.clone());
+        let detail = short(&detail);
         match status.as_u16() {
             422 => ForgeError::Conflict { forge, repo, detail },
             s @ (401 | 403) => ForgeError::Permission { forge, repo, status: s, detail },
@@ -196,7 +203,7 @@ impl ForgeClient {
                 forge: self.name(),
                 repo: self.repo.clone(),
                 status: 404,
-                detail: text,
+                detail: short(&text),
             });
         }
         if !status.is_success() {
@@ -208,8 +215,35 @@ impl ForgeClient {
             method: "POST".into(),
             url,
             status: status.as_u16(),
-            detail: format!("the answer has no key id ({e}): {text}"),
+            detail: format!("the answer has no key id ({e}): {}", short(&text)),
         })
+    }
+
+    /// The id of the repository's deploy key titled `title`, if it has one (both forges list
+    /// keys a page at a time: GitHub by `per_page`, Gitea by `limit`; at most 20 pages).
+    pub async fn find_key(&self, title: &str) -> Result<Option<u64>, ForgeError> {
+        for page in 1..=20 {
+            let url = format!("{}?per_page=100&limit=50&page={page}", self.keys_url());
+            let (status, text) = self.call(Method::GET, &url, None).await?;
+            if !status.is_success() {
+                return Err(self.status_error("GET", &url, status, text));
+            }
+            let keys: Vec<Listed> = serde_json::from_str(&text).map_err(|e| ForgeError::Status {
+                forge: self.name(),
+                repo: self.repo.clone(),
+                method: "GET".into(),
+                url: url.clone(),
+                status: status.as_u16(),
+                detail: format!("the answer is not a list of keys ({e}): {}", short(&text)),
+            })?;
+            if let Some(k) = keys.iter().find(|k| k.title == title) {
+                return Ok(Some(k.id));
+            }
+            if keys.is_empty() {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// Deletes deploy key `id`; a key the forge no longer has counts as revoked.
@@ -222,6 +256,11 @@ impl ForgeClient {
             s => Err(self.status_error("DELETE", &url, s, text)),
         }
     }
+}
+
+/// A forge's answer cut short for a message (it never holds our token).
+fn short(text: &str) -> String {
+    text.chars().take(300).collect()
 }
 
 fn is_loopback(host: &str) -> bool {

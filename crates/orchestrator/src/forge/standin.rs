@@ -2,6 +2,7 @@
 //! of the Gitea/Forgejo and GitHub REST APIs as they are documented — `POST
 //! {api}/repos/{owner}/{repo}/keys` with `{title, key, read_only}` → 201 `{id, title, key,
 //! read_only}`, 422 when the key or title is already registered, 401 without the token;
+//! `GET {api}/repos/{owner}/{repo}/keys` → 200 `[{id, title, key, read_only}]`;
 //! `DELETE {api}/repos/{owner}/{repo}/keys/{id}` → 204, 404 when there is no such key — recording
 //! every call. A test can make the next calls fail with a chosen status, and have the registered
 //! keys written to an `authorized_keys` file (for an `sshd` upstream that trusts exactly them).
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -72,7 +74,7 @@ impl StandIn {
         let addr = listener.local_addr().expect("address");
         let s = StandIn { inner: Arc::default(), token: token.to_string(), addr };
         let app = axum::Router::new()
-            .route("/{*rest}", post(create).delete(remove))
+            .route("/{*rest}", post(create).delete(remove).get(list))
             .route("/", delete(|| async { StatusCode::NOT_FOUND }))
             .with_state(s.clone());
         tokio::spawn(async move {
@@ -204,6 +206,35 @@ async fn create(State(s): State<StandIn>, Path(rest): Path<String>, headers: Hea
     drop(i);
     let body = json!({"id": key.id, "title": key.title, "key": key.key, "read_only": key.read_only});
     answer(&s, ("POST", &path, &headers), StatusCode::CREATED, body)
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    page: Option<u32>,
+}
+
+/// `GET …/keys`: every key on page 1 (the documented list shape), none after.
+async fn list(
+    State(s): State<StandIn>,
+    Path(rest): Path<String>,
+    Query(q): Query<Page>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/{rest}");
+    if !matches!(keys_path(&rest), Some((_, None))) {
+        return answer(&s, ("GET", &path, &headers), StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+    }
+    if !s.authorized(&headers) {
+        return answer(&s, ("GET", &path, &headers), StatusCode::UNAUTHORIZED, json!({"message": "Bad credentials"}));
+    }
+    let keys: Vec<serde_json::Value> = if q.page.unwrap_or(1) > 1 {
+        Vec::new()
+    } else {
+        let i = s.inner.lock().unwrap();
+        i.keys.iter().map(|k| json!({"id": k.id, "title": k.title, "key": k.key, "read_only": k.read_only})).collect()
+    };
+    answer(&s, ("GET", &path, &headers), StatusCode::OK, json!(keys))
 }
 
 async fn remove(State(s): State<StandIn>, Path(rest): Path<String>, headers: HeaderMap) -> Response {

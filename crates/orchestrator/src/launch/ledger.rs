@@ -43,6 +43,16 @@ pub enum Undo {
     },
     /// Delete a provisioned deploy key from its forge (always last in a teardown). The token is
     /// read again from host variable `token_ref`, never stored.
+    /// Delete the deploy key titled `title`, found by listing the repository's keys: recorded
+    /// before the key is registered, so a launch killed while the forge answers strands nothing
+    /// (titles hold the bottle's slug, so they are unique).
+    RevokeKeyTitled {
+        kind: ForgeKind,
+        api: String,
+        repo: String,
+        title: String,
+        token_ref: String,
+    },
     RevokeKey {
         kind: ForgeKind,
         api: String,
@@ -62,7 +72,7 @@ impl Undo {
             Undo::RemoveContainer { .. } => "remove_container",
             Undo::DeleteMachine { .. } => "delete_machine",
             Undo::KeepAudit { .. } => "keep_audit",
-            Undo::RevokeKey { .. } => "revoke_key",
+            Undo::RevokeKey { .. } | Undo::RevokeKeyTitled { .. } => "revoke_key",
         }
     }
 
@@ -75,6 +85,9 @@ impl Undo {
             Undo::DeleteMachine { name } => format!("delete machine {name}"),
             Undo::KeepAudit { to, .. } => format!("append the egress audit log to {}", to.display()),
             Undo::RevokeKey { api, repo, id, .. } => format!("revoke deploy key {id} of {repo} on {api}"),
+            Undo::RevokeKeyTitled { api, repo, title, .. } => {
+                format!("revoke deploy key \"{title}\" of {repo} on {api}")
+            }
         }
     }
 }

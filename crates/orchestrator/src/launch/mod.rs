@@ -228,6 +228,14 @@ async fn provision_keys(l: &Launch<'_>, ledger: &Ledger, secrets: &Secrets) -> a
             .with_context(|| format!("the forge token {} was not read", k.forge.token_ref))?;
         let forge = ForgeClient::new(k.forge.kind, &k.forge.api, &k.forge.repo, token.clone())?;
         let pair = crate::forge::mint_key(&k.title)?;
+        // Before the forge can answer: a launch killed while it does still finds the key by title.
+        ledger.record(Undo::RevokeKeyTitled {
+            kind: k.forge.kind,
+            api: k.forge.api.clone(),
+            repo: k.forge.repo.clone(),
+            title: k.title.clone(),
+            token_ref: k.forge.token_ref.clone(),
+        })?;
         let id = forge.create_key(&k.title, &pair.public).await?;
         ledger.record(Undo::RevokeKey {
             kind: k.forge.kind,
@@ -371,7 +379,7 @@ pub async fn teardown(
     let start = Instant::now();
     let mut errors = Vec::new();
     let (keys, rest): (Vec<&Undo>, Vec<&Undo>) =
-        entries.iter().rev().partition(|u| matches!(u, Undo::RevokeKey { .. }));
+        entries.iter().rev().partition(|u| matches!(u, Undo::RevokeKey { .. } | Undo::RevokeKeyTitled { .. }));
     for group in rest.chunk_by(|a, b| std::mem::discriminant(*a) == std::mem::discriminant(*b)) {
         let t = Instant::now();
         let results = futures_util::future::join_all(group.iter().map(|u| undo_one(engine, vmm, u))).await;
@@ -386,7 +394,18 @@ pub async fn teardown(
     errors.extend(sweep(engine, vmm, slug).await);
     timings.record("teardown: sweep", t.elapsed());
     let t = Instant::now();
+    // A key whose id was recorded is deleted by id; its title record is then only a fallback.
+    let by_id: Vec<&str> = keys
+        .iter()
+        .filter_map(|u| match u {
+            Undo::RevokeKey { title, .. } => Some(title.as_str()),
+            _ => None,
+        })
+        .collect();
     for undo in keys {
+        if matches!(undo, Undo::RevokeKeyTitled { title, .. } if by_id.contains(&title.as_str())) {
+            continue;
+        }
         if let Err(e) = revoke(undo, tokens).await {
             errors.push(format!("{}: {e:#}", undo.describe()));
         }
@@ -399,19 +418,32 @@ pub async fn teardown(
 /// A forge token by its host variable name.
 pub type Tokens<'a> = &'a (dyn Fn(&str) -> Option<common::Secret> + Send + Sync);
 
-/// Deletes a provisioned key; a 404 counts as revoked; any failure carries the manual step.
+/// Deletes a provisioned key (by id, or found by its title); a 404 counts as revoked; any
+/// failure carries the manual step.
 async fn revoke(undo: &Undo, tokens: Tokens<'_>) -> anyhow::Result<()> {
-    let Undo::RevokeKey { kind, api, repo, id, title, token_ref } = undo else { return Ok(()) };
+    let (kind, api, repo, id, title, token_ref) = match undo {
+        Undo::RevokeKey { kind, api, repo, id, title, token_ref } => (kind, api, repo, Some(*id), title, token_ref),
+        Undo::RevokeKeyTitled { kind, api, repo, title, token_ref } => (kind, api, repo, None, title, token_ref),
+        _ => return Ok(()),
+    };
     let Some(token) = tokens(token_ref) else {
         anyhow::bail!(
-            "the forge token variable {token_ref} is not set, so deploy key {id} (\"{title}\") of {repo} is still \
+            "the forge token variable {token_ref} is not set, so deploy key \"{title}\" of {repo} may still be \
              registered: set it and run `bot-bottle cleanup`, or delete the key by hand: DELETE \
-             {}/repos/{repo}/keys/{id}",
-            api.trim_end_matches('/')
+             {}/repos/{repo}/keys/{}",
+            api.trim_end_matches('/'),
+            id.map(|i| i.to_string()).unwrap_or_else(|| "<its id>".into())
         );
     };
     let forge = ForgeClient::new(*kind, api, repo, token)?;
-    forge.delete_key(*id).await.map(|_| ()).map_err(|e| anyhow::anyhow!("{e}; {}", forge.manual_step(*id, title)))
+    let id = match id {
+        Some(id) => id,
+        None => match forge.find_key(title).await? {
+            Some(id) => id,
+            None => return Ok(()), // never registered, or already gone
+        },
+    };
+    forge.delete_key(id).await.map(|_| ()).map_err(|e| anyhow::anyhow!("{e}; {}", forge.manual_step(id, title)))
 }
 
 async fn undo_one(engine: &dyn Engine, vmm: Option<&dyn Vmm>, undo: &Undo) -> anyhow::Result<()> {
@@ -431,7 +463,9 @@ async fn undo_one(engine: &dyn Engine, vmm: Option<&dyn Vmm>, undo: &Undo) -> an
             engine.remove_container(id).await
         }
         Undo::KeepAudit { from, to, bottle } => keep_audit(from, to, bottle),
-        Undo::RevokeKey { .. } => unreachable!("keys are revoked after everything else"),
+        Undo::RevokeKey { .. } | Undo::RevokeKeyTitled { .. } => {
+            unreachable!("keys are revoked after everything else")
+        }
     }
 }
 

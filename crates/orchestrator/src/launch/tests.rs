@@ -407,6 +407,46 @@ mod keys {
     }
 
     #[tokio::test]
+    async fn a_launch_killed_while_the_forge_answers_strands_no_key() {
+        // What the ledger holds when bot-bottle dies between the forge's 201 and recording the
+        // id: the key's title only. Teardown (or cleanup) finds the key by it and deletes it
+        // (entries replay in reverse: the never-registered one is looked for first, two pages).
+        let forge = StandIn::start(FORGE_TOKEN).await;
+        let client = ForgeClient::new(
+            crate::manifest::types::ForgeKind::Gitea,
+            &forge.gitea_api(),
+            "org/app",
+            Secret::new(FORGE_TOKEN),
+        )
+        .unwrap();
+        let (other, mine) = (crate::forge::mint_key("x").unwrap(), crate::forge::mint_key("y").unwrap());
+        client.create_key("bot-bottle:someone-else:host", &other.public).await.unwrap();
+        let id = client.create_key("bot-bottle:killed-0000aa:host", &mine.public).await.unwrap();
+        let titled = |title: &str| Undo::RevokeKeyTitled {
+            kind: crate::manifest::types::ForgeKind::Gitea,
+            api: forge.gitea_api(),
+            repo: "org/app".into(),
+            title: title.into(),
+            token_ref: "LAUNCH_TEST_FORGE".into(),
+        };
+        let engine = FakeEngine::default();
+        let entries = [titled("bot-bottle:killed-0000aa:host"), titled("bot-bottle:never-registered:host")];
+        let errors = teardown(&engine, None, &tokens, "killed-0000aa", &entries, &Timings::default()).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        let left: Vec<String> = forge.keys().iter().map(|k| k.title.clone()).collect();
+        assert_eq!(left, ["bot-bottle:someone-else:host"], "only that bottle's key is deleted");
+        let calls: Vec<String> = forge.calls().iter().map(|c| format!("{} {}", c.method, c.status)).collect();
+        assert_eq!(calls[2..], ["GET 200", "GET 200", "GET 200", "DELETE 204"], "{calls:?} {id}");
+        // With the id recorded too, the title is only a fallback: no listing.
+        let forge2 = StandIn::start(FORGE_TOKEN).await;
+        let f = Fixture::with_forge(&forge2.gitea_api());
+        let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
+        assert_eq!(launch_once(&f, &engine).await.result, Ok(0));
+        assert!(forge2.calls().iter().all(|c| c.method != "GET"), "{:?}", forge2.calls());
+        assert!(forge2.keys().is_empty());
+    }
+
+    #[tokio::test]
     async fn github_keys_use_its_paths_and_a_bearer_token() {
         let forge = StandIn::start(FORGE_TOKEN).await;
         let f = Fixture::with_forge_kind("github", &forge.github_api());
