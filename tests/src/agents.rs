@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::{bin_dir, docker, make_ca, openssl};
+use crate::{bin_dir, docker, make_ca, make_leaf};
 
 /// The host variable holding the provider credential in these tests.
 pub const KEY_VAR: &str = "BOT_BOTTLE_E2E_PROVIDER_KEY";
@@ -37,40 +37,8 @@ impl Provider {
         let guard = PORT_443.lock().unwrap_or_else(|e| e.into_inner());
         std::fs::create_dir_all(dir).unwrap();
         make_ca(dir, "provider-ca");
-        let (key, csr, crt, ext) = (dir.join("leaf.key"), dir.join("leaf.csr"), dir.join("leaf.crt"), dir.join("ext"));
+        let (crt, key) = make_leaf(dir, "provider-ca", &["api.anthropic.com", "api.openai.com"]);
         let s = |p: &Path| p.to_str().unwrap().to_string();
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=api.anthropic.com",
-            "-keyout",
-            &s(&key),
-            "-out",
-            &s(&csr),
-        ]);
-        std::fs::write(&ext, "subjectAltName=DNS:api.anthropic.com,DNS:api.openai.com\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &s(&csr),
-            "-CA",
-            &s(&dir.join("provider-ca.crt")),
-            "-CAkey",
-            &s(&dir.join("provider-ca.key")),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &s(&ext),
-            "-out",
-            &s(&crt),
-        ]);
         let record = dir.join("record.jsonl");
         let ready = dir.join("port");
         let release = dir.join("release");
@@ -218,21 +186,7 @@ impl Home {
 
     /// This home's containers and networks (by label), and its state and queue entries.
     pub fn leftovers(&self) -> Vec<String> {
-        let label = format!("label=bot-bottle.home={}", self.home_id());
-        let mut out: Vec<String> = Vec::new();
-        for args in [
-            vec!["ps", "-a", "--filter", label.as_str(), "--format", "container {{.Names}}"],
-            vec!["network", "ls", "--filter", label.as_str(), "--format", "network {{.Name}}"],
-        ] {
-            let o = docker(&args);
-            out.extend(String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.is_empty()).map(String::from));
-        }
-        for dir in ["state", "queue"] {
-            if let Ok(rd) = std::fs::read_dir(self.home.join(dir)) {
-                out.extend(rd.flatten().map(|e| format!("{dir}/{}", e.file_name().to_string_lossy())));
-            }
-        }
-        out
+        crate::leftovers(&self.home)
     }
 
     /// The bottle's egress audit lines (kept in the home's audit.jsonl at teardown).
@@ -279,39 +233,7 @@ impl Files {
         std::fs::create_dir_all(dir).unwrap();
         make_ca(dir, "files-ca");
         let s = |p: &Path| p.to_str().unwrap().to_string();
-        let (key, csr, crt, ext) = (dir.join("leaf.key"), dir.join("leaf.csr"), dir.join("leaf.crt"), dir.join("ext"));
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=files.test",
-            "-keyout",
-            &s(&key),
-            "-out",
-            &s(&csr),
-        ]);
-        std::fs::write(&ext, "subjectAltName=DNS:files.test\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &s(&csr),
-            "-CA",
-            &s(&dir.join("files-ca.crt")),
-            "-CAkey",
-            &s(&dir.join("files-ca.key")),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &s(&ext),
-            "-out",
-            &s(&crt),
-        ]);
+        let (crt, key) = make_leaf(dir, "files-ca", &["files.test"]);
         let (record, ready) = (dir.join("record.jsonl"), dir.join("port"));
         std::fs::write(&record, "").unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/files.py");

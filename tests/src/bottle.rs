@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{Sshd, bin_dir, docker, git, host_gateway, make_ca, must, openssl};
+use crate::{Sshd, bin_dir, git, host_gateway, make_ca, make_leaf, must};
 
 /// The env var holding the route's real token on the host.
 pub const TOKEN_VAR: &str = "BOT_BOTTLE_E2E_TOKEN";
@@ -38,39 +38,7 @@ impl StandIn {
     pub fn start(dir: &Path) -> StandIn {
         std::fs::create_dir_all(dir).unwrap();
         make_ca(dir, "upstream-ca");
-        let (key, csr, crt, ext) = (dir.join("leaf.key"), dir.join("leaf.csr"), dir.join("leaf.crt"), dir.join("ext"));
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=api.test",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            csr.to_str().unwrap(),
-        ]);
-        std::fs::write(&ext, "subjectAltName=DNS:api.test,DNS:other.test,DNS:late.test\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            csr.to_str().unwrap(),
-            "-CA",
-            dir.join("upstream-ca.crt").to_str().unwrap(),
-            "-CAkey",
-            dir.join("upstream-ca.key").to_str().unwrap(),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            ext.to_str().unwrap(),
-            "-out",
-            crt.to_str().unwrap(),
-        ]);
+        let (crt, key) = make_leaf(dir, "upstream-ca", &["api.test", "other.test", "late.test"]);
         let record = dir.join("record.jsonl");
         let ready = dir.join("port");
         std::fs::write(&record, "").unwrap();
@@ -302,21 +270,7 @@ impl World {
 
     /// This home's containers and networks (by label), and its state and queue entries.
     pub fn leftovers(&self) -> Vec<String> {
-        let label = format!("label=bot-bottle.home={}", self.home_id());
-        let mut out: Vec<String> = Vec::new();
-        for args in [
-            vec!["ps", "-a", "--filter", label.as_str(), "--format", "container {{.Names}}"],
-            vec!["network", "ls", "--filter", label.as_str(), "--format", "network {{.Name}}"],
-        ] {
-            let o = docker(&args);
-            out.extend(String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.is_empty()).map(String::from));
-        }
-        for dir in ["state", "queue"] {
-            if let Ok(rd) = std::fs::read_dir(self.home.join(dir)) {
-                out.extend(rd.flatten().map(|e| format!("{dir}/{}", e.file_name().to_string_lossy())));
-            }
-        }
-        out
+        crate::leftovers(&self.home)
     }
 
     /// Answers the first pending request of `tool` in any queue of this home with `bot-bottle

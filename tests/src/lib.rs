@@ -137,6 +137,68 @@ pub fn make_ca(dir: &Path, name: &str) {
     ]);
 }
 
+/// A leaf certificate in `dir` (`leaf.crt`, `leaf.key`) for `names`, signed by the CA `ca`
+/// made there by [`make_ca`]; returns (certificate, key).
+pub fn make_leaf(dir: &Path, ca: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let (key, csr, crt, ext) = (dir.join("leaf.key"), dir.join("leaf.csr"), dir.join("leaf.crt"), dir.join("ext"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let subject = format!("/CN={}", names[0]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        &subject,
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
+    ]);
+    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    std::fs::write(&ext, format!("subjectAltName={}\n", sans.join(","))).unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&dir.join(format!("{ca}.crt"))),
+        "-CAkey",
+        &s(&dir.join(format!("{ca}.key"))),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&crt),
+    ]);
+    (crt, key)
+}
+
+/// What a bot-bottle home left: its containers and networks (by the `bot-bottle.home` label)
+/// and its state and queue entries. Empty after a clean teardown.
+pub fn leftovers(home: &Path) -> Vec<String> {
+    let label = format!("label=bot-bottle.home={}", orchestrator::plan::home_id(home));
+    let mut out: Vec<String> = Vec::new();
+    for args in [
+        vec!["ps", "-a", "--filter", label.as_str(), "--format", "container {{.Names}}"],
+        vec!["network", "ls", "--filter", label.as_str(), "--format", "network {{.Name}}"],
+    ] {
+        let o = docker(&args);
+        out.extend(String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.is_empty()).map(String::from));
+    }
+    for dir in ["state", "queue"] {
+        if let Ok(rd) = std::fs::read_dir(home.join(dir)) {
+            out.extend(rd.flatten().map(|e| format!("{dir}/{}", e.file_name().to_string_lossy())));
+        }
+    }
+    out
+}
+
 /// Makes `path` (and everything below it) owned by the bundle's uid, for rw bind mounts.
 pub fn chown_for_bundle(path: &Path) {
     let status = Command::new("chown")
