@@ -146,16 +146,21 @@ fn every_runtime_in_the_agent_image_goes_through_the_proxy() {
     let image = template_image(Template::Claude);
     let tmp = tempfile::tempdir().unwrap();
     let files = Files::start(&tmp.path().join("files"));
+    let upstream = tests::bottle::GitUpstream::start(&tmp.path().join("git"), &tests::host_gateway());
     let home = tmp.path().join("home");
     std::fs::create_dir_all(home.join("bottles")).unwrap();
     std::fs::write(
         home.join("bottles/matrix.md"),
         format!(
-            "---\nhosts:\n  files.test: host-gateway\n\
+            "---\nhosts:\n  files.test: host-gateway\n  git.test: host-gateway\n\
              egress:\n  log: 2\n  upstream_ca: {ca}\n  routes:\n    - host: files.test\n      port: {port}\n\
+             git-gate:\n  repos:\n    app:\n      url: {url}\n      identity: {identity}\n      host_key: {host_key}\n\
              agent_provider:\n  template: command\n  image: {image}\n  command: [bash, /etc/bot-bottle/prompt.md]\n---\n",
             ca = files.ca.display(),
             port = files.port,
+            url = upstream.url(),
+            identity = upstream.identity.display(),
+            host_key = upstream.host_key,
         ),
     )
     .unwrap();
@@ -164,6 +169,7 @@ fn every_runtime_in_the_agent_image_goes_through_the_proxy() {
 row() {{ echo "CHECK $1 $(echo "$2" | tail -n 1)"; }}
 row curl "$(curl -s --max-time 20 $F/hello.txt 2>&1)"
 row git "$(git clone -q $F/repo.git /tmp/repo 2>&1 && cat /tmp/repo/README)"
+row git_gate "$(git clone -q {gated} /tmp/gated 2>&1 && cat /tmp/gated/README.md)"
 row python_requests "$(python3 -c 'import requests, sys; print(requests.get(sys.argv[1] + "/hello.txt", timeout=20).text)' $F 2>&1)"
 row python_urllib "$(python3 -c 'import urllib.request, sys; print(urllib.request.urlopen(sys.argv[1] + "/hello.txt", timeout=20).read().decode())' $F 2>&1)"
 row pip "$(pip install -q --no-cache-dir --target /tmp/pipt --index-url $F/simple/ bbdemo 2>&1 && PYTHONPATH=/tmp/pipt python3 -c 'import bbdemo; print(bbdemo.VALUE)' 2>&1)"
@@ -171,7 +177,8 @@ row node_fetch "$(node -e 'fetch(process.argv[1] + "/hello.txt").then(r => r.tex
 row node_https "$(node -e 'require("https").get(process.argv[1] + "/hello.txt", r => {{ let b = ""; r.on("data", d => b += d); r.on("end", () => console.log(b.trim())); }}).on("error", e => console.log("error", e.code || e.message))' $F 2>&1)"
 row npm "$(mkdir -p /tmp/npmt && cd /tmp/npmt && npm install --no-audit --no-fund --registry $F/npm/ bbdemo 2>&1 && node -e 'console.log(require("/tmp/npmt/node_modules/bbdemo"))' 2>&1)"
 "#,
-        port = files.port
+        port = files.port,
+        gated = upstream.url(),
     );
     let out = std::process::Command::new(tests::bin_dir().join("bot-bottle"))
         .args(["start", "--bottle", "matrix", "--headless", "--prompt", &script])
@@ -192,6 +199,8 @@ row npm "$(mkdir -p /tmp/npmt && cd /tmp/npmt && npm install --no-audit --no-fun
     let expect = [
         ("curl", hello),
         ("git", "cloned-from-the-stand-in"),
+        // The upstream's ssh URL, rewritten by the bottle's git config to the gate.
+        ("git_gate", "the app"),
         ("python_requests", hello),
         ("python_urllib", hello),
         ("pip", "from-the-stand-in-index"),
