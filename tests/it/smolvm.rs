@@ -197,6 +197,19 @@ impl Recorder {
     }
 }
 
+/// The real smolvm, a test world, the recording stand-in over that smolvm and a state directory
+/// for it; `None` (the test returns) where smolvm or Docker is missing outside CI.
+fn recorded_world() -> Option<(PathBuf, World, Recorder, PathBuf)> {
+    let real = smolvm()?;
+    if !docker_available() {
+        return None;
+    }
+    let w = World::new();
+    let rec = Recorder::new(w.tmp.path(), &real);
+    let state = w.tmp.path().join("smolvm-state");
+    Some((real, w, rec, state))
+}
+
 fn sha256_hex(s: &str) -> String {
     let out = must(Command::new("sh").args(["-c", "printf %s \"$1\" | sha256sum", "sh", s]));
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
@@ -212,13 +225,7 @@ fn curl(args: &[&str]) -> (String, String) {
 
 #[test]
 fn a_smolvm_bottle_publishes_its_guarded_bundle_on_its_own_loopback_address() {
-    let Some(real) = smolvm() else { return };
-    if !docker_available() {
-        return;
-    }
-    let w = World::new();
-    let rec = Recorder::new(w.tmp.path(), &real);
-    let state = w.tmp.path().join("smolvm-state");
+    let Some((real, w, rec, state)) = recorded_world() else { return };
     let (mut child, stderr) = rec.launch(&w, &state);
 
     // The bottle as bot-bottle recorded it.
@@ -316,13 +323,7 @@ fn a_smolvm_bottle_publishes_its_guarded_bundle_on_its_own_loopback_address() {
 
 #[test]
 fn cleanup_finds_a_dead_smolvm_bottles_machine_by_its_labels() {
-    let Some(real) = smolvm() else { return };
-    if !docker_available() {
-        return;
-    }
-    let w = World::new();
-    let rec = Recorder::new(w.tmp.path(), &real);
-    let state = w.tmp.path().join("smolvm-state");
+    let Some((real, w, rec, state)) = recorded_world() else { return };
     let (mut child, _stderr) = rec.launch(&w, &state);
     child.kill().unwrap();
     child.wait().unwrap();

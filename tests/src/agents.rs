@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::{bin_dir, docker, make_ca, make_leaf};
+use crate::{PyStandIn, bin_dir, docker};
 
 /// The host variable holding the provider credential in these tests.
 pub const KEY_VAR: &str = "BOT_BOTTLE_E2E_PROVIDER_KEY";
@@ -20,10 +20,7 @@ static PORT_443: Mutex<()> = Mutex::new(());
 
 /// The stand-in provider. Holds port 443 (and the lock on it) until dropped.
 pub struct Provider {
-    child: Child,
-    record: PathBuf,
-    /// The CA the stand-in's certificate chains to (the bottle's `egress.upstream_ca`).
-    pub ca: PathBuf,
+    stand_in: PyStandIn,
     /// The file that releases held model requests (see `hold`).
     pub release: PathBuf,
     /// What the stand-in answers.
@@ -31,50 +28,27 @@ pub struct Provider {
     _port: MutexGuard<'static, ()>,
 }
 
+/// Its port, CA and record are the stand-in's.
+impl std::ops::Deref for Provider {
+    type Target = PyStandIn;
+    fn deref(&self) -> &PyStandIn {
+        &self.stand_in
+    }
+}
+
 impl Provider {
     /// Starts the stand-in in `dir`; with `hold`, model requests wait for [`Provider::release`].
+    /// It exits at once when port 443 is taken (the panic carries its error).
     pub fn start(dir: &Path, answer: &str, hold: bool) -> Provider {
         let guard = PORT_443.lock().unwrap_or_else(|e| e.into_inner());
-        std::fs::create_dir_all(dir).unwrap();
-        make_ca(dir, "provider-ca");
-        let (crt, key) = make_leaf(dir, "provider-ca", &["api.anthropic.com", "api.openai.com"]);
-        let s = |p: &Path| p.to_str().unwrap().to_string();
-        let record = dir.join("record.jsonl");
-        let ready = dir.join("port");
         let release = dir.join("release");
-        std::fs::write(&record, "").unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/provider.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script)
-            .args(["--cert", &s(&crt), "--key", &s(&key), "--record", &s(&record), "--ready", &s(&ready)])
-            .args(["--answer", answer])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let release_arg = release.to_str().unwrap().to_string();
+        let mut extra = vec!["--answer", answer];
         if hold {
-            cmd.args(["--hold", &s(&release)]);
+            extra.extend(["--hold", release_arg.as_str()]);
         }
-        let mut child = cmd.spawn().expect("starting python3 tests/fixtures/provider.py");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ready.exists() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                panic!("the stand-in provider exited ({status}); is port 443 taken? {err}");
-            }
-            assert!(Instant::now() < deadline, "the stand-in provider did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Provider { child, record, ca: dir.join("provider-ca.crt"), release, answer: answer.to_string(), _port: guard }
-    }
-
-    /// Every request received so far, as the stand-in recorded it.
-    pub fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        let stand_in = PyStandIn::start("provider.py", dir, &["api.anthropic.com", "api.openai.com"], &extra);
+        Provider { stand_in, release, answer: answer.to_string(), _port: guard }
     }
 
     /// Waits until a request for `path` arrived (the CLI is mid-turn when held).
@@ -92,13 +66,6 @@ impl Provider {
     /// Lets held model requests be answered.
     pub fn release(&self) {
         std::fs::write(&self.release, "").unwrap();
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -222,60 +189,28 @@ pub fn template_image(template: orchestrator::manifest::types::Template) -> Stri
 /// The runtime matrix's stand-in (`fixtures/files.py`): a text file, a package index, an npm
 /// registry and a git repository over HTTPS for `files.test`, on a free port.
 pub struct Files {
-    child: Child,
-    pub port: u16,
-    record: PathBuf,
-    pub ca: PathBuf,
+    stand_in: PyStandIn,
+}
+
+/// Its port and CA are the stand-in's.
+impl std::ops::Deref for Files {
+    type Target = PyStandIn;
+    fn deref(&self) -> &PyStandIn {
+        &self.stand_in
+    }
 }
 
 impl Files {
     pub fn start(dir: &Path) -> Files {
-        std::fs::create_dir_all(dir).unwrap();
-        make_ca(dir, "files-ca");
-        let s = |p: &Path| p.to_str().unwrap().to_string();
-        let (crt, key) = make_leaf(dir, "files-ca", &["files.test"]);
-        let (record, ready) = (dir.join("record.jsonl"), dir.join("port"));
-        std::fs::write(&record, "").unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/files.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--cert", &s(&crt), "--key", &s(&key), "--root", &s(&dir.join("root")), "--host", "files.test"])
-            .args(["--record", &s(&record), "--ready", &s(&ready)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting python3 tests/fixtures/files.py");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            if let Ok(p) = std::fs::read_to_string(&ready) {
-                break p.trim().parse().unwrap();
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                panic!("files.py exited ({status}): {err}");
-            }
-            assert!(Instant::now() < deadline, "files.py did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Files { child, port, record, ca: dir.join("files-ca.crt") }
+        let root = dir.join("root");
+        let root = root.to_str().unwrap();
+        Files {
+            stand_in: PyStandIn::start("files.py", dir, &["files.test"], &["--root", root, "--host", "files.test"]),
+        }
     }
 
     /// The paths requested so far.
     pub fn paths(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["path"].as_str().map(String::from))
-            .collect()
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.requests().iter().filter_map(|v| v["path"].as_str().map(String::from)).collect()
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{Sshd, bin_dir, git, host_gateway, make_ca, make_leaf, must};
+use crate::{PyStandIn, Sshd, bin_dir, git, host_gateway, must};
 
 /// The env var holding the route's real token on the host.
 pub const TOKEN_VAR: &str = "BOT_BOTTLE_E2E_TOKEN";
@@ -24,60 +24,10 @@ pub fn fake_secret() -> String {
     ["AKIA", "QYLPMN5HHHFDZAIK"].concat()
 }
 
-/// The HTTPS stand-in: `tests/fixtures/upstream.py` on the host, answering for `api.test`,
-/// `other.test` and `late.test` (one certificate), recording every request.
-pub struct StandIn {
-    child: Child,
-    pub port: u16,
-    record: PathBuf,
-    /// The CA the stand-in's certificate chains to (the bottle's `egress.upstream_ca`).
-    pub ca: PathBuf,
-}
-
-impl StandIn {
-    pub fn start(dir: &Path) -> StandIn {
-        std::fs::create_dir_all(dir).unwrap();
-        make_ca(dir, "upstream-ca");
-        let (crt, key) = make_leaf(dir, "upstream-ca", &["api.test", "other.test", "late.test"]);
-        let record = dir.join("record.jsonl");
-        let ready = dir.join("port");
-        std::fs::write(&record, "").unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/upstream.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .args(["--cert", crt.to_str().unwrap(), "--key", key.to_str().unwrap()])
-            .args(["--record", record.to_str().unwrap(), "--ready", ready.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting python3 tests/fixtures/upstream.py");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let port = loop {
-            if let Ok(p) = std::fs::read_to_string(&ready) {
-                break p.trim().parse().unwrap();
-            }
-            assert!(Instant::now() < deadline, "the stand-in upstream did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        StandIn { child, port, record, ca: dir.join("upstream-ca.crt") }
-    }
-
-    /// Every request received so far, as the stand-in recorded it.
-    pub fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The HTTPS stand-in API (`tests/fixtures/upstream.py` on the host) answering for `api.test`,
+/// `other.test` and `late.test`: 200 to everything, and its own record of every request.
+pub fn stand_in(dir: &Path) -> PyStandIn {
+    PyStandIn::start("upstream.py", dir, &["api.test", "other.test", "late.test"], &[])
 }
 
 /// A header of a recorded request.
@@ -182,7 +132,7 @@ pub struct World {
     pub tmp: tempfile::TempDir,
     pub home: PathBuf,
     pub gateway: String,
-    pub api: StandIn,
+    pub api: PyStandIn,
     pub traps: Traps,
     pub upstream: GitUpstream,
     pub token: String,
@@ -197,7 +147,7 @@ impl World {
         std::fs::create_dir_all(home.join("bottles")).unwrap();
         std::fs::create_dir_all(home.join("agents")).unwrap();
         let gateway = host_gateway();
-        let api = StandIn::start(&tmp.path().join("api"));
+        let api = stand_in(&tmp.path().join("api"));
         let traps = Traps::start();
         let upstream = GitUpstream::start(&tmp.path().join("git"), &gateway);
         let mut rnd = [0u8; 12];

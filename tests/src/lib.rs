@@ -179,6 +179,74 @@ pub fn make_leaf(dir: &Path, ca: &str, names: &[&str]) -> (PathBuf, PathBuf) {
     (crt, key)
 }
 
+/// A Python HTTPS stand-in from `tests/fixtures/` (they share `fixtures/standin.py`): a fresh CA
+/// and a leaf certificate for `names` in `dir`, the script started with `--cert --key --record
+/// --ready` and `extra`, returned once it announced its port. Its `requests()` is the
+/// upstream's own record. Killed on drop.
+pub struct PyStandIn {
+    child: Child,
+    pub port: u16,
+    record: PathBuf,
+    /// The CA its certificate chains to (a bottle's `egress.upstream_ca`).
+    pub ca: PathBuf,
+}
+
+impl PyStandIn {
+    pub fn start(script: &str, dir: &Path, names: &[&str], extra: &[&str]) -> PyStandIn {
+        std::fs::create_dir_all(dir).unwrap();
+        make_ca(dir, "stand-in-ca");
+        let (crt, key) = make_leaf(dir, "stand-in-ca", names);
+        let (record, ready) = (dir.join("record.jsonl"), dir.join("port"));
+        std::fs::write(&record, "").unwrap();
+        let mut child = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(script))
+            .arg("--cert")
+            .arg(&crt)
+            .arg("--key")
+            .arg(&key)
+            .arg("--record")
+            .arg(&record)
+            .arg("--ready")
+            .arg(&ready)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting python3 tests/fixtures/{script}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&ready) {
+                break p.trim().parse().unwrap();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+                panic!("tests/fixtures/{script} exited ({status}): {err}");
+            }
+            assert!(Instant::now() < deadline, "tests/fixtures/{script} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        PyStandIn { child, port, record, ca: dir.join("stand-in-ca.crt") }
+    }
+
+    /// Every request received so far, as the stand-in recorded it.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for PyStandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What a bot-bottle home left: its containers and networks (by the `bot-bottle.home` label)
 /// and its state and queue entries. Empty after a clean teardown.
 pub fn leftovers(home: &Path) -> Vec<String> {

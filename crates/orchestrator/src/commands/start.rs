@@ -74,7 +74,7 @@ pub async fn run(args: StartArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let nonce = launch::facts::nonce()?;
 
     if args.dry_run {
-        let facts = launch::facts::gather(&engine, home.root(), &sidecar, nonce).await?;
+        let facts = launch::facts::gather(&engine, home.root(), &sidecar, nonce, backend).await?;
         let plan = plan::plan(&resolved, &facts, &opts)?;
         let out = match args.format {
             Format::Text => plan::text(&plan),
@@ -97,7 +97,7 @@ pub async fn run(args: StartArgs, home: &Home) -> anyhow::Result<ExitCode> {
         // Loopback addresses are chosen from what the home's bottles record: hold the lock
         // until this bottle's record (plan.json) is written.
         let lock = LoopbackLock::take(home, backend)?;
-        let facts = launch::facts::gather(&engine, home.root(), &sidecar, nonce.clone()).await?;
+        let facts = launch::facts::gather(&engine, home.root(), &sidecar, nonce.clone(), backend).await?;
         let plan = plan::plan(&resolved, &facts, &opts)?;
         let host = |k: &str| std::env::var(k).ok();
         let secrets = Secrets::gather(&plan, &resolved, &host, &launch::secrets::ask_terminal)?;

@@ -5,17 +5,20 @@
 use std::net::Ipv4Addr;
 
 use crate::engine::Engine;
-use crate::plan::{HostFacts, Subnet};
+use crate::plan::{Backend, HostFacts, Subnet};
 
 use super::Sidecar;
 
-/// Gathers [`HostFacts`]. `home` is the bot-bottle home; `nonce` the slug's random part.
+/// Gathers [`HostFacts`]. `home` is the bot-bottle home; `nonce` the slug's random part. The
+/// loopback facts are only read for a smolvm launch (a Docker one has no use for them).
 pub async fn gather(
     engine: &dyn Engine,
     home: &std::path::Path,
     sidecar: &Sidecar,
     nonce: String,
+    backend: Backend,
 ) -> anyhow::Result<HostFacts> {
+    let smolvm = backend == Backend::Smolvm;
     let (networks, info) = tokio::try_join!(engine.networks(), engine.info())?;
     let mut used: Vec<Subnet> = networks.iter().flat_map(|n| n.subnets.iter().copied()).collect();
     used.extend(host_routes());
@@ -35,8 +38,8 @@ pub async fn gather(
         host_gateway,
         sidecar_image,
         runsc: info.runtimes.iter().any(|r| r == "runsc"),
-        used_loopback: used_loopback(home),
-        loopback_aliases: loopback_aliases().await,
+        used_loopback: if smolvm { used_loopback(home) } else { Vec::new() },
+        loopback_aliases: if smolvm { loopback_aliases().await } else { None },
         env_present,
         oauth_vars: crate::templates::oauth_vars(std::env::vars_os()),
         hostname: nix::unistd::gethostname()

@@ -150,6 +150,23 @@ async fn launch_with(
     Outcome { result, teardown_errors, plan, live_before_teardown, teardown_from }
 }
 
+/// begin + up of `plan` on `runtime` (no run, no teardown): the open ledger, the timings, and
+/// up's outcome.
+async fn bring_up(
+    f: &Fixture,
+    engine: &FakeEngine,
+    runtime: &dyn crate::agent::AgentRuntime,
+    plan: &BottlePlan,
+    secrets: &Secrets,
+) -> (Ledger, Timings, Result<(), String>) {
+    let timings = Timings::default();
+    let progress = |_: String| {};
+    let l = Launch { engine, runtime, plan, timings: &timings, progress: &progress, euid: 0 };
+    let ledger = begin(plan, "me", "now", secrets, nix::unistd::geteuid().as_raw()).unwrap();
+    let up = up(&l, &ledger, secrets, &f.sidecar).await.map(|_| ()).map_err(|e| format!("{e:#}"));
+    (ledger, timings, up)
+}
+
 fn tokens(var: &str) -> Option<Secret> {
     (var == "LAUNCH_TEST_FORGE").then(|| Secret::new(FORGE_TOKEN))
 }
@@ -219,11 +236,8 @@ async fn the_token_reaches_only_the_bundles_environment() {
     let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
     let (plan, secrets) = f.plan(&engine).await;
     let runtime = DockerRuntime::new(&engine, f.home().cache_dir());
-    let timings = Timings::default();
-    let progress = |_: String| {};
-    let l = Launch { engine: &engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
-    let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
-    up(&l, &ledger, &secrets, &f.sidecar).await.unwrap();
+    let (ledger, timings, up) = bring_up(&f, &engine, &runtime, &plan, &secrets).await;
+    up.unwrap();
     let bundle = engine.container(&plan.bundle.container).unwrap();
     let c = plan.agent.container().unwrap();
     let agent = engine.container(&c.container).unwrap();
@@ -315,12 +329,8 @@ mod keys {
         let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
         let (plan, secrets) = f.plan(&engine).await;
         let runtime = DockerRuntime::new(&engine, f.home().cache_dir());
-        let timings = Timings::default();
-        let progress = |_: String| {};
-        let l =
-            Launch { engine: &engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
-        let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
-        up(&l, &ledger, &secrets, &f.sidecar).await.unwrap();
+        let (ledger, timings, up) = bring_up(&f, &engine, &runtime, &plan, &secrets).await;
+        up.unwrap();
         let keys = forge.keys();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].title, format!("bot-bottle:{}:test-host", plan.slug));
@@ -394,12 +404,8 @@ mod keys {
         let engine = FakeEngine::with_images(&[DEFAULT_BASE_IMAGE, "agent:1"]);
         let (plan, secrets) = f.plan(&engine).await;
         let runtime = DockerRuntime::new(&engine, f.home().cache_dir());
-        let timings = Timings::default();
-        let progress = |_: String| {};
-        let l =
-            Launch { engine: &engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
-        let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
-        up(&l, &ledger, &secrets, &f.sidecar).await.unwrap();
+        let (ledger, timings, up) = bring_up(&f, &engine, &runtime, &plan, &secrets).await;
+        up.unwrap();
         forge.forget(forge.keys()[0].id);
         let errors = teardown(&engine, None, &tokens, &plan.slug, &ledger.entries(), &timings).await;
         assert!(errors.is_empty(), "404 on delete counts as revoked: {errors:?}");
@@ -557,12 +563,8 @@ mod smolvm {
         let (f, engine, vmm) = fresh();
         let (plan, secrets) = f.plan_for(&engine, Backend::Smolvm).await;
         let runtime = SmolvmRuntime::new(&engine, &vmm, f.home().cache_dir());
-        let timings = Timings::default();
-        let progress = |_: String| {};
-        let l =
-            Launch { engine: &engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
-        let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
-        up(&l, &ledger, &secrets, &f.sidecar).await.unwrap();
+        let (ledger, timings, up) = bring_up(&f, &engine, &runtime, &plan, &secrets).await;
+        up.unwrap();
         let Link::Loopback { ip } = plan.network.link else { panic!("loopback") };
         let bundle = engine.container(&plan.bundle.container).unwrap();
         assert_eq!(bundle.publish, [(9099, ip), (9420, ip), (9100, ip)]);
@@ -674,12 +676,8 @@ mod smolvm {
         let vmm = Dropping(RecordingVmm::default());
         let (plan, secrets) = f.plan_for(&engine, Backend::Smolvm).await;
         let runtime = SmolvmRuntime::new(&engine, &vmm, f.home().cache_dir());
-        let timings = Timings::default();
-        let progress = |_: String| {};
-        let l =
-            Launch { engine: &engine, runtime: &runtime, plan: &plan, timings: &timings, progress: &progress, euid: 0 };
-        let ledger = begin(&plan, "me", "now", &secrets, nix::unistd::geteuid().as_raw()).unwrap();
-        let err = format!("{:#}", up(&l, &ledger, &secrets, &f.sidecar).await.err().unwrap());
+        let (ledger, timings, up) = bring_up(&f, &engine, &runtime, &plan, &secrets).await;
+        let err = up.unwrap_err();
         assert!(err.contains("refusing to start it") && err.contains("/32"), "{err}");
         assert!(
             !vmm.0.calls().iter().any(|c| c.starts_with("start ") || c.starts_with("exec ")),

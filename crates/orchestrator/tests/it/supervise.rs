@@ -292,68 +292,28 @@ fn tui_lists_and_answers_in_a_pty() {
 }
 
 /// A one-response-per-connection HTTP upstream on 127.0.0.1.
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// A CA (`<name>.crt`, `<name>.key` in `dir`), minted in-process; its issuer signs leaves.
+fn make_ca(dir: &Path, name: &str) -> rcgen::Issuer<'static, rcgen::KeyPair> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    std::fs::write(dir.join(format!("{name}.crt")), p.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    rcgen::Issuer::new(p, key)
 }
 
 /// An HTTPS upstream for `host` (the workspace's stand-in, `tests/fixtures/upstream.py`): its
 /// port, the CA its certificate chains to, and the process (killed on drop by the caller).
 fn tls_upstream(dir: &Path, host: &str) -> (u16, PathBuf, std::process::Child) {
+    let issuer = make_ca(dir, "up-ca");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("up.crt"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("up.key"), key.serialize_pem()).unwrap();
     let p = |n: &str| dir.join(n).display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=upstream-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-        "-keyout",
-        &p("up-ca.key"),
-        "-out",
-        &p("up-ca.crt"),
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        &format!("/CN={host}"),
-        "-keyout",
-        &p("up.key"),
-        "-out",
-        &p("up.csr"),
-    ]);
-    std::fs::write(dir.join("up.ext"), format!("subjectAltName=DNS:{host}\n")).unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("up.csr"),
-        "-CA",
-        &p("up-ca.crt"),
-        "-CAkey",
-        &p("up-ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &p("up.ext"),
-        "-out",
-        &p("up.crt"),
-    ]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/upstream.py");
     let child = Command::new("python3")
         .arg(script)
@@ -402,30 +362,8 @@ fn egress_proxy_bin() -> PathBuf {
 #[test]
 fn approved_egress_is_allowed_by_a_running_proxy_without_restart() {
     let (dir, home) = home();
-    let ca_key = dir.path().join("ca.key");
-    let ca_crt = dir.path().join("ca.crt");
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test-ca",
-        ])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
-        .arg("-keyout")
-        .arg(&ca_key)
-        .arg("-out")
-        .arg(&ca_crt)
-        .output()
-        .unwrap();
-    assert!(ok.status.success(), "openssl: {}", String::from_utf8_lossy(&ok.stderr));
+    make_ca(dir.path(), "ca");
+    let (ca_key, ca_crt) = (dir.path().join("ca.key"), dir.path().join("ca.crt"));
     let host = "pkg.example.org";
     let (up, up_ca, mut upstream) = tls_upstream(dir.path(), host);
     let mut proxy = Command::new(egress_proxy_bin())
