@@ -19,10 +19,9 @@ pub const IBAN_ID: &str = "iban";
 pub const BITCOIN_ADDRESS_ID: &str = "bitcoin-address";
 pub const BITCOIN_KEY_ID: &str = "bitcoin-private-key";
 
-/// Card digits: 13 to 19, single spaces or dashes between groups. Its first byte is a digit,
-/// so the regex engine skips to digits, which prose has few of.
-static CARD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?-u)[0-9](?:[ -]?[0-9]){12,18}").unwrap_or_else(|e| panic!("card pattern: {e}")));
+/// Digits in groups parted by single spaces or dashes, where card numbers are looked for.
+static DIGIT_GROUPS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?-u)[0-9]+(?:[ -][0-9]+)*").unwrap_or_else(|e| panic!("digit groups pattern: {e}")));
 
 /// Appends the payment data in `data` (strict mode's own findings: [`Confidence::Low`]). IBANs,
 /// Bitcoin addresses and keys are letters and digits without a break, so they lie inside the
@@ -38,9 +37,11 @@ pub(crate) fn scan_into(data: &[u8], pre: &Prescan, out: &mut Vec<Finding>) {
             confidence: Confidence::Low,
         });
     };
-    for m in CARD.find_iter(data) {
-        if whole_token(data, m.start(), m.end()) && is_card(m.as_bytes()) {
-            push(CARD_ID, m.start(), m.end());
+    for (s, e) in card_regions(data) {
+        for m in DIGIT_GROUPS.find_iter(&data[s..e]).filter(|m| m.len() >= 13) {
+            for (start, end) in cards_in(data, s + m.start(), s + m.end()) {
+                push(CARD_ID, start, end);
+            }
         }
     }
     for &(rs, re) in &pre.runs {
@@ -70,6 +71,65 @@ pub(crate) fn scan_into(data: &[u8], pre: &Prescan, out: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// The longest card number: 19 digits and 18 separators.
+const CARD_SPAN: usize = 37;
+
+/// The card numbers among the digit groups `data[start..end]`: from each group, the longest run
+/// of whole groups that is one (so a number before or after a card, `1 4111… 12`, hides none).
+fn cards_in(data: &[u8], start: usize, end: usize) -> Vec<(usize, usize)> {
+    let mut groups = Vec::new();
+    let mut at = start;
+    for g in data[start..end].split(|&b| b == b' ' || b == b'-') {
+        groups.push((at, at + g.len()));
+        at += g.len() + 1;
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < groups.len() {
+        let (first, mut digits, mut card) = (groups[i].0, 0, None);
+        for (j, &(s, e)) in groups.iter().enumerate().skip(i) {
+            digits += e - s;
+            if digits > 19 {
+                break;
+            }
+            if digits >= 13 && whole_token(data, first, e) && is_card(&data[first..e]) {
+                card = Some(j);
+            }
+        }
+        match card {
+            Some(j) => {
+                out.push((first, groups[j].1));
+                i = j + 1;
+            }
+            None => i += 1,
+        }
+    }
+    out
+}
+
+/// Where in `data` a card number can be: around each two consecutive 64-byte blocks that hold
+/// 13 digits or more between them (a card spans at most [`CARD_SPAN`] bytes, so it lies in two),
+/// widened by a card's span on each side, merged where they meet. Counting digits is done 16
+/// bytes an instruction; text with few digits (prose, most JSON) has no such place, and the
+/// regex, whose search stops at every digit, reads none of it.
+fn card_regions(data: &[u8]) -> Vec<(usize, usize)> {
+    // Counted in bytes, which the compiler adds 16 at a time.
+    let count = |c: &[u8]| usize::from(c.iter().fold(0u8, |n, &b| n + u8::from(b.wrapping_sub(b'0') < 10)));
+    let digits: Vec<usize> = data.chunks(64).map(count).collect();
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (i, n) in digits.iter().enumerate() {
+        if n + digits.get(i + 1).copied().unwrap_or(0) < 13 {
+            continue;
+        }
+        let (s, e) = ((64 * i).saturating_sub(CARD_SPAN), (64 * (i + 2) + CARD_SPAN).min(data.len()));
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = e,
+            _ => out.push((s, e)),
+        }
+    }
+    out
 }
 
 /// Whether `data[start..end]` is a whole token: not the middle of a longer word or number.
@@ -158,6 +218,9 @@ mod tests {
             "4111 1111 1111 1111".to_string(),
             "4111-1111-1111-1111".to_string(),
             format!("{} {} {}", &amex[..4], &amex[4..10], &amex[10..]),
+            // A number right before or after does not hide it.
+            format!("qty 2 {} 12", visa()),
+            "3 4111-1111-1111-1111-7".to_string(),
         ] {
             assert_eq!(ids(&text), [CARD_ID], "{text}");
         }
@@ -171,6 +234,19 @@ mod tests {
             "version 1.2.3, build 20260329 at 12:00",
         ] {
             assert!(ids(clean).is_empty(), "{clean}: {:?}", ids(clean));
+        }
+    }
+
+    #[test]
+    fn a_card_is_found_at_any_place_among_other_numbers() {
+        let grouped = "4111 1111 1111 1111";
+        for card in [visa().as_str(), grouped] {
+            for at in 0..200 {
+                // Prose with a number now and then, the card at every offset across blocks.
+                let filler: String = "word 12 and 7 more ".chars().cycle().take(300).collect();
+                let text = format!("{} {card} {}", &filler[..at], &filler[at..]);
+                assert_eq!(ids(&text), [CARD_ID], "{card} at {at}: {text}");
+            }
         }
     }
 
