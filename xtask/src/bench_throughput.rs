@@ -1,13 +1,14 @@
-//! `cargo xtask bench scan --throughput [--secs S] [--rounds R]`: how fast the DLP scan reads
-//! what leaves a bottle, in bytes per second of input. The corpora are generated in memory
-//! (deterministic): technical English prose, and JSON shaped like an agent's API call (messages
-//! of prose and code). Each is cut into bodies of 4 KiB, 64 KiB and 1 MiB, and every body is
-//! scanned the way egress-proxy scans a request body: the held secrets (two tokens) and the
-//! shared rules, in `standard` and in `strict` mode. Rounds alternate between the cells, and
-//! the best and median round of each are printed, in bytes per second of wall time and of the
-//! scanning thread's CPU time (the machine is shared: the best round is the least disturbed one,
-//! and CPU time leaves out what other work took). Nothing here is a test: it prints, it does not
-//! assert.
+//! `cargo xtask bench scan --throughput [--secs S] [--rounds R] [--corpus prose|json]
+//! [--mode standard|strict]`: how fast the DLP scan reads what leaves a bottle, in bytes per
+//! second of input. The corpora are generated in memory (deterministic): technical English
+//! prose, and JSON shaped like an agent's API call (messages of prose and code). Each is cut
+//! into bodies of 4 KiB, 64 KiB and 1 MiB, and every body is scanned the way egress-proxy scans
+//! a request body: the held secrets (two tokens) and the shared rules, in `standard` and in
+//! `strict` mode (`--corpus` and `--mode` keep one of each). Rounds alternate between the cells,
+//! and the best and median round of each are printed, in bytes per second of wall time and of
+//! the scanning thread's CPU time (the machine is shared: the best round is the least disturbed
+//! one, and CPU time leaves out what other work took). Nothing here is a test: it prints, it
+//! does not assert.
 #![allow(clippy::print_stdout)] // a benchmark prints its table
 
 use std::time::{Duration, Instant};
@@ -215,17 +216,34 @@ fn json(r: &mut FakeRng, len: usize) -> String {
 struct Opts {
     secs: f64,
     rounds: usize,
+    /// Only this corpus (`prose` or `json`), only this mode.
+    corpus: Option<String>,
+    mode: Option<Mode>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
-    let mut o = Opts { secs: 1.0, rounds: 5 };
+    let mut o = Opts { secs: 1.0, rounds: 5, corpus: None, mode: None };
     let mut it = args.iter().filter(|a| *a != "--throughput");
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| anyhow::anyhow!("{a} needs a value"));
         match a.as_str() {
             "--secs" => o.secs = val()?.parse()?,
             "--rounds" => o.rounds = val()?.parse()?,
-            other => anyhow::bail!("unknown argument {other:?} (expected --throughput [--secs S] [--rounds R])"),
+            "--corpus" => match val()?.as_str() {
+                c @ ("prose" | "json") => o.corpus = Some(c.to_string()),
+                other => anyhow::bail!("--corpus {other:?}: expected prose or json"),
+            },
+            "--mode" => {
+                o.mode = Some(match val()?.as_str() {
+                    "standard" => Mode::Standard,
+                    "strict" => Mode::Strict,
+                    other => anyhow::bail!("--mode {other:?}: expected standard or strict"),
+                })
+            }
+            other => anyhow::bail!(
+                "unknown argument {other:?} (expected --throughput [--secs S] [--rounds R] [--corpus prose|json] \
+                 [--mode standard|strict])"
+            ),
         }
     }
     Ok(o)
@@ -273,9 +291,12 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let modes = [Mode::Standard, Mode::Strict];
     // Every cell: (corpus, size, mode) and its rounds' rates (wall, CPU).
     let mut cells: Vec<Cell> = Vec::new();
-    for c in 0..corpora.len() {
+    for (c, (name, _)) in corpora.iter().enumerate() {
         for &size in &sizes {
             for &mode in &modes {
+                if o.corpus.as_deref().is_some_and(|only| only != *name) || o.mode.is_some_and(|m| m != mode) {
+                    continue;
+                }
                 cells.push((c, size, mode, Vec::new()));
             }
         }

@@ -96,14 +96,12 @@ impl KnownSecrets {
         needles.sort_by_key(|n| n.to_ascii_lowercase());
         needles.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
-        // A needle with a digit or `%`, or with both upper- and lower-case letters (its case
-        // cannot be changed without losing what it says), occurs only where the prescan anchors
-        // a run, unless it holds a break byte.
-        let anchored = |n: &Vec<u8>| {
-            let mixed = n.iter().any(u8::is_ascii_uppercase) && n.iter().any(u8::is_ascii_lowercase);
-            (mixed || n.iter().any(|&b| b.is_ascii_digit() || b == b'%'))
-                && !n.iter().any(|&b| super::prescan::is_break(b))
-        };
+        // A needle that holds an anchor wherever it occurs (a digit, `%`, or a capital no
+        // neighbours make a word's start) and no break byte lies inside a run the prescan finds;
+        // any other is looked for everywhere. (A case-changed copy of a mixed-case value is
+        // another value: it need not be found.)
+        let anchored =
+            |n: &Vec<u8>| super::prescan::always_anchored(n) && !n.iter().any(|&b| super::prescan::is_break(b));
         // Building can only fail on absurd sizes; an empty set would fail open, so panic.
         let build = |set: Vec<Vec<u8>>, short: bool| {
             (!set.is_empty()).then(|| {

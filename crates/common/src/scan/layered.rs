@@ -6,8 +6,8 @@
 //! egress DLP with the rules, the held secrets and a [`Mode`] ([`scan_outbound`]).
 
 use super::decode::{self, MAX_DEPTH};
-use super::prescan::{Prescan, prescan_lowered, token_like};
-use super::rules::{Context, Windows, drop_redundant};
+use super::prescan::{Prescan, prescan, token_like};
+use super::rules::{Context, Window, Windows, drop_redundant};
 use super::{Confidence, Finding, KnownSecrets, Rules, payment, redact};
 
 /// How far before a run a rule's match can start: a name, separators and quotes before the
@@ -95,25 +95,39 @@ struct Scan<'a> {
 
 /// Where a rule's match can be in `data`: before and over each run that looks like a credential
 /// ([`token_like`]), merged where they touch.
-fn windows(data: &[u8], pre: &Prescan) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
+fn windows(data: &[u8], pre: &Prescan) -> Vec<Window> {
+    let mut out: Vec<Window> = Vec::new();
     for &(s, e) in &pre.runs {
         if !token_like(&data[s..e]) {
             continue;
         }
-        let s = s.saturating_sub(LEAD);
+        let start = s.saturating_sub(LEAD);
         match out.last_mut() {
-            Some(last) if s <= last.1 => last.1 = e,
-            _ => out.push((s, e)),
+            Some(last) if start <= last.end => {
+                last.end = e;
+                last.longest_run = last.longest_run.max(e - s);
+            }
+            _ => out.push(Window { start, end: e, longest_run: e - s }),
         }
+    }
+    out
+}
+
+/// `data` lower-cased (ASCII letters), compiled for the vector instructions the CPU has.
+#[multiversion::multiversion(targets("x86_64+avx2", "aarch64+neon"))]
+fn lowered(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; data.len()];
+    // A loop, not an iterator's closure, which would not be compiled for these instructions.
+    for (o, &b) in out.iter_mut().zip(data) {
+        *o = b | u8::from(b.wrapping_sub(b'A') < 26) << 5;
     }
     out
 }
 
 /// `data` at encoding depth `depth` (0: as sent).
 fn layer(scan: &Scan<'_>, data: &[u8], out: &mut Vec<Finding>, depth: usize) {
-    let lower = data.to_ascii_lowercase();
-    let pre = prescan_lowered(data, &lower);
+    let lower = lowered(data);
+    let pre = prescan(data);
     if let Some(r) = scan.rules {
         let windows = scan.windowed.then(|| windows(data, &pre));
         let windows = windows.as_deref().map(|spans| Windows { spans, lower: &lower });
@@ -193,6 +207,21 @@ mod tests {
         let four: String = token.bytes().map(|b| format!("%252525{b:02X}")).collect();
         let found = scan_outbound(None, Some(&known), Mode::Standard, format!("k={four}").as_bytes());
         assert!(found.iter().any(|f| f.rule_id == "known-secret"), "{found:?}");
+    }
+
+    #[test]
+    fn a_min_run_rule_runs_only_around_a_run_that_long() {
+        let toml = "[[rules]]\nid = \"long\"\nregex = 'tok_[A-Za-z0-9]{20,}'\nkeywords = [\"tok_\"]\nminRun = 30\n";
+        let rules = Rules::from_gitleaks_toml(toml, false).unwrap();
+        let found = |text: &str| {
+            let windowed = scan_outbound(Some(&rules), None, Mode::Standard, text.as_bytes()).len();
+            (windowed, rules.scan(text.as_bytes()).len())
+        };
+        let short = format!("a={}", ["tok_", "Abc123", "Def456", "Ghi789", "Jk"].concat());
+        let long = format!("a={}", ["tok_", "Abc123", "Def456", "Ghi789", "Jkl012", "Mno345"].concat());
+        // Egress skips the rule around a run shorter than its minRun; the git gate does not.
+        assert_eq!(found(&short), (0, 1), "{short}");
+        assert_eq!(found(&long), (1, 1), "{long}");
     }
 
     #[test]

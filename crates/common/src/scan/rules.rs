@@ -84,6 +84,11 @@ struct RawRule {
     /// the whole input.
     #[serde(default)]
     wide: bool,
+    /// Our extension: the match lies within one run of this many bytes or more (no byte of it
+    /// ends a run): a scan limited to the places a credential could be runs this rule only in
+    /// a window holding such a run.
+    #[serde(default)]
+    min_run: usize,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -135,11 +140,19 @@ struct Allowlist {
     strict: bool,
 }
 
+/// A span of the input where a windowed scan looks, and the longest run in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) longest_run: usize,
+}
+
 /// Where a windowed scan looks ([`Rules::scan_layer`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Windows<'a> {
-    /// `(start, end)` spans of the input, in order, not overlapping.
-    pub(crate) spans: &'a [(usize, usize)],
+    /// Spans of the input, in order, not overlapping.
+    pub(crate) spans: &'a [Window],
     /// The whole input lower-cased.
     pub(crate) lower: &'a [u8],
 }
@@ -286,6 +299,8 @@ struct Rule {
     strict_only: bool,
     /// Run over the whole input even by a windowed scan.
     wide: bool,
+    /// A windowed scan runs it only in a window with a run this long.
+    min_run: usize,
 }
 
 /// A compiled rule set. Build once and share: scanning takes `&self` and is thread-safe.
@@ -448,6 +463,7 @@ impl Rules {
                 strict_only: raw.strict_only,
                 // A rule without keywords (in a user's file) reads the whole input, as gitleaks'.
                 wide: raw.wide || (keywords.is_empty() && !raw.strict_only),
+                min_run: raw.min_run,
             });
         }
         let global = raw_globals
@@ -595,10 +611,10 @@ impl Rules {
         if !wide.is_empty() {
             self.scan_range(data, (0, data.len()), &wide, ctx, strict, out);
         }
-        for &(s, e) in windows {
-            let mut local = self.candidates(&data[s..e], strict);
-            local.retain(|&i| !self.rules[i].wide);
-            self.scan_range(data, (s, e), &local, ctx, strict, out);
+        for w in windows {
+            let mut local = self.candidates(&data[w.start..w.end], strict);
+            local.retain(|&i| !self.rules[i].wide && self.rules[i].min_run <= w.longest_run);
+            self.scan_range(data, (w.start, w.end), &local, ctx, strict, out);
         }
     }
 

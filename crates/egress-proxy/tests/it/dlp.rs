@@ -16,6 +16,8 @@ const ENV: &[(&str, &str)] = &[
     ("EGRESS_TOKEN_0", TOKEN),
     ("BOT_BOTTLE_SENSITIVE_PREFIXES", "MYCO_"),
     ("MYCO_DB_PASSWORD", "hunter2-but-much-longer-0042"),
+    // A passphrase: a capital, then lower-case letters, as an ordinary word is written.
+    ("MYCO_PASSPHRASE", "Correcthorsebatterystaple"),
 ];
 
 fn routes(p: u16) -> String {
@@ -70,6 +72,9 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
         (format!("{url}/b"), vec!["--data-binary", &b64body], "known-secret in body"),
         (format!("{url}/g"), vec!["--data-binary", &gz_arg, "-H", "Content-Encoding: gzip"], "in body"),
         (format!("{url}/e"), vec!["-d", "pw=hunter2-but-much-longer-0042"], "in body"),
+        // Written as words are, the passphrase once passed for one.
+        (format!("{url}/w"), vec!["-d", "my passphrase is Correcthorsebatterystaple ok"], "in body"),
+        (format!("{url}/w"), vec!["--data-binary", r#"{"text":"\nCorrecthorsebatterystaple"}"#], "in body"),
         // Not held by the proxy, but shaped like a credential (the shared token rules).
         (format!("{url}/t"), vec!["-d", &gh_body], "in body"),
     ];
@@ -84,6 +89,7 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
     let audit = proxy.audit_text();
     assert_eq!(audit.lines().count(), cases.len(), "{audit}");
     assert!(!audit.contains(TOKEN) && !audit.contains(&hexed) && !audit.contains("hunter2"), "{audit}");
+    assert!(!audit.contains("Correcthorse"), "{audit}");
     assert!(!audit.contains("ghp_0123456789abcdef"), "{audit}");
     // Clean requests still pass, and a route with DLP off forwards what it is given.
     assert_eq!(curl(&proxy, &format!("{url}/fine"), &["-d", "nothing secret"]).await.0, 200);
@@ -105,6 +111,8 @@ async fn strict_routes_block_credential_shapes_standard_routes_excuse_examples()
     let cases = [
         (format!("{{\"aws_key\":\"{example}\"}}"), "aws-access-token in body (strict)"),
         (format!("{{\"card_number\":\"{card}\"}}"), "payment-card-number in body (strict)"),
+        // A number beside it once made the card one longer number that is no card.
+        (format!("qty=2 {card} 12"), "payment-card-number in body (strict)"),
         (format!("iban={iban}"), "iban in body (strict)"),
     ];
     for (body, want) in &cases {
