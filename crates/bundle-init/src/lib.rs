@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::consts::{DAEMONS, env, path, port};
@@ -177,8 +178,12 @@ fn say(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "[bundle-init] {msg}");
 }
 
-/// Copies `from` to `to` line by line, each prefixed with `[name] `.
-fn forward_lines(name: String, from: impl Read + Send + 'static, to: fn() -> Box<dyn Write>) {
+/// How long bundle-init, its daemons gone, waits for the rest of their output: a pipe stays
+/// open while anything a daemon started still holds it.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Copies `from` to `to` line by line, each prefixed with `[name] `, until `from` ends.
+fn forward_lines(name: String, from: impl Read + Send + 'static, to: fn() -> Box<dyn Write>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(from);
         let prefix = format!("[{name}] ");
@@ -200,7 +205,22 @@ fn forward_lines(name: String, from: impl Read + Send + 'static, to: fn() -> Box
                 }
             }
         }
-    });
+    })
+}
+
+/// Waits, up to `within` in all, for the forwarding threads to copy what is left in their
+/// pipes: a daemon's last lines (`got TERM`, a final error) are written just before it exits,
+/// and bundle-init exiting first would lose them.
+fn drain(forwarders: Vec<JoinHandle<()>>, within: Duration) {
+    let deadline = Instant::now() + within;
+    for f in forwarders {
+        while !f.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if f.is_finished() {
+            let _ = f.join();
+        }
+    }
 }
 
 struct Daemon {
@@ -214,7 +234,7 @@ struct Daemon {
     signalled: bool,
 }
 
-fn spawn(spec: &Spec) -> std::io::Result<Pid> {
+fn spawn(spec: &Spec, forwarders: &mut Vec<JoinHandle<()>>) -> std::io::Result<Pid> {
     // PID 1 reaps every child with waitpid(-1); a child from common::proc (tokio) would have its
     // exit status stolen by that loop.
     #[allow(clippy::disallowed_methods)]
@@ -225,10 +245,10 @@ fn spawn(spec: &Spec) -> std::io::Result<Pid> {
         .stderr(Stdio::piped())
         .spawn()?;
     if let Some(out) = child.stdout.take() {
-        forward_lines(spec.name.clone(), out, || Box::new(std::io::stdout()));
+        forwarders.push(forward_lines(spec.name.clone(), out, || Box::new(std::io::stdout())));
     }
     if let Some(err) = child.stderr.take() {
-        forward_lines(spec.name.clone(), err, || Box::new(std::io::stderr()));
+        forwarders.push(forward_lines(spec.name.clone(), err, || Box::new(std::io::stderr())));
     }
     // The child is reaped by the waitpid(-1) loop, never through `Child`.
     Ok(Pid::from_raw(child.id() as i32))
@@ -269,6 +289,8 @@ pub fn run(specs: Vec<Spec>, policy: Policy) -> u8 {
         .collect();
     let mut stopping: Option<(Instant, u8)> = None; // (deadline for SIGKILL, exit code)
     let mut killed = false;
+    // The threads copying the daemons' output (those of earlier runs too, until they end).
+    let mut forwarders: Vec<JoinHandle<()>> = Vec::new();
 
     loop {
         let now = Instant::now();
@@ -347,6 +369,7 @@ pub fn run(specs: Vec<Spec>, policy: Policy) -> u8 {
                 stop_all(&mut daemons, Signal::SIGTERM);
             }
             if daemons.iter().all(|d| d.pid.is_none()) {
+                drain(forwarders, DRAIN);
                 return if killed { 1 } else { code };
             }
             if now >= deadline && !killed {
@@ -364,7 +387,8 @@ pub fn run(specs: Vec<Spec>, policy: Policy) -> u8 {
                 if d.pid.is_none() && d.next_start.is_some_and(|t| t <= now) {
                     d.next_start = None;
                     d.started = now;
-                    match spawn(&d.spec) {
+                    forwarders.retain(|f| !f.is_finished());
+                    match spawn(&d.spec, &mut forwarders) {
                         Ok(pid) => {
                             say(&format!("started {} (pid {pid})", d.spec.name));
                             d.pid = Some(pid);

@@ -106,6 +106,18 @@ fn prefixes_lines_forwards_sigterm_and_exits_zero() {
 }
 
 #[test]
+fn a_daemons_last_lines_are_forwarded_before_bundle_init_exits() {
+    // On TERM the daemon exits at once; what it started writes its last line a moment later,
+    // through the same pipe (as a daemon's final words can trail its exit).
+    let late = r#"sh -c 'trap "(sleep 0.3; echo last words) & exit 0" TERM; echo listening on 127.0.0.1:1; while true; do sleep 0.05; done'"#;
+    let mut b = Bundle::start(&[("BUNDLE_DAEMONS", "egress".into()), ("BUNDLE_CMD_EGRESS", late.into())]);
+    b.wait_for("stdout", "[egress] listening on 127.0.0.1:1");
+    b.signal(Signal::SIGTERM);
+    assert_eq!(b.exit().code(), Some(0), "stderr:\n{}", b.read("stderr"));
+    assert!(b.read("stdout").contains("[egress] last words"), "{}", b.read("stdout"));
+}
+
+#[test]
 fn sigint_is_forwarded_as_sigint() {
     let mut b = Bundle::start(&[("BUNDLE_DAEMONS", "egress".into()), ("BUNDLE_CMD_EGRESS", POLITE.into())]);
     b.wait_for("stdout", "[egress] listening on");
