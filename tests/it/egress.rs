@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::{Container, chown_for_bundle, docker_available, host_gateway, make_ca, openssl, sidecar_image};
+use tests::{Container, chown_for_bundle, docker_available, host_gateway, make_ca, make_leaf, sidecar_image};
 
 /// Runs curl through the proxy; returns (http_code, http_connect, body).
 fn curl(proxy: SocketAddr, ca: &Path, url: &str) -> (String, String, String) {
@@ -59,47 +59,16 @@ fn routes_rewritten_on_the_host_take_effect_in_the_image() {
     let up = root.join("up");
     std::fs::create_dir(&up).unwrap();
     make_ca(&up, "upca");
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=up.test",
-        "-keyout",
-        up.join("leaf.key").to_str().unwrap(),
-        "-out",
-        up.join("leaf.csr").to_str().unwrap(),
-    ]);
-    std::fs::write(up.join("ext"), "subjectAltName=DNS:up.test\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        up.join("leaf.csr").to_str().unwrap(),
-        "-CA",
-        up.join("upca.crt").to_str().unwrap(),
-        "-CAkey",
-        up.join("upca.key").to_str().unwrap(),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        up.join("ext").to_str().unwrap(),
-        "-out",
-        up.join("leaf.crt").to_str().unwrap(),
-    ]);
+    let (leaf_crt, leaf_key) = make_leaf(&up, "upca", &["up.test"]);
     std::fs::copy(up.join("upca.crt"), egress.join("upstream-ca.pem")).unwrap();
     let port = free_port();
     let _server = Server(
         Command::new("openssl")
             .args(["s_server", "-quiet", "-www", "-accept", &format!("0.0.0.0:{port}")])
             .arg("-cert")
-            .arg(up.join("leaf.crt"))
+            .arg(&leaf_crt)
             .arg("-key")
-            .arg(up.join("leaf.key"))
+            .arg(&leaf_key)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -181,12 +181,12 @@ const SPAN: usize = 2 + 64 + 2;
 
 impl<'a> Anchors<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Anchors { data, block: 0, flags: Self::classify(data, 0) }
+        Anchors { data, block: 0, flags: Self::flags_at(data, 0) }
     }
 
     /// The anchors of the 64 bytes from `at` (none beyond the end). A block at an end of `data`
     /// is read from a copy with spaces beyond.
-    fn classify(data: &[u8], at: usize) -> [u8; 64] {
+    fn flags_at(data: &[u8], at: usize) -> [u8; 64] {
         let padded;
         let span = match at.checked_sub(2).and_then(|s| data.get(s..)).and_then(<[u8]>::first_chunk::<SPAN>) {
             Some(span) => span,
@@ -209,7 +209,7 @@ impl<'a> Anchors<'a> {
         while from < self.data.len() {
             let block = from & !63;
             if block != self.block {
-                (self.block, self.flags) = (block, Self::classify(self.data, block));
+                (self.block, self.flags) = (block, Self::flags_at(self.data, block));
             }
             let (mut k, skip) = ((from - block) / 8, (from - block) % 8);
             let mut ahead = word(&self.flags, k) & (u64::MAX << (8 * skip));
