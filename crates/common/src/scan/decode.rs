@@ -244,7 +244,7 @@ mod tests {
     use base64::engine::general_purpose;
 
     fn decoded(data: &str) -> Vec<String> {
-        let pre = crate::scan::prescan::prescan(data.as_bytes());
+        let pre = crate::scan::prescan::prescan(data.as_bytes(), None);
         segments_in(data.as_bytes(), &pre).into_iter().map(|s| String::from_utf8(s.text).unwrap()).collect()
     }
 

@@ -3,12 +3,11 @@
 //! Each value becomes needles: raw; hex; percent-encoded (RFC 3986 unreserved characters kept,
 //! with `+` for space or not, and every byte encoded); base64 standard and URL-safe, for each of
 //! the three alignments the value can have inside a longer encoded string (only the characters
-//! that depend on the value alone). One Aho-Corasick automaton finds them all in the input
-//! lower-cased, against the needles lower-cased: upper-, lower- and mixed-case hex and escapes,
-//! and the value with its case changed (a lower-case hex token sent upper-case is the same
-//! token); case-sensitive, the automaton searches with vector instructions. Any other mix of encoded and
-//! plain characters, and encodings of encodings, are found by scanning what the input decodes
-//! to ([`super::layered`]). Values shorter than [`KnownSecrets::MIN_LEN`] bytes are ignored:
+//! that depend on the value alone). One Aho-Corasick automaton finds them all, ASCII
+//! case-insensitively: upper-, lower- and mixed-case hex and escapes, and the value with its
+//! case changed (a lower-case hex token sent upper-case is the same token). Any other mix of
+//! encoded and plain characters, and encodings of encodings, are found by scanning what the
+//! input decodes to ([`super::layered`]). Values shorter than [`KnownSecrets::MIN_LEN`] bytes are ignored:
 //! they would match ordinary text and their encodings are too short to mean anything.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
@@ -22,7 +21,7 @@ pub const KNOWN_SECRET_ID: &str = "known-secret";
 
 /// A compiled set of known secret values.
 pub struct KnownSecrets {
-    /// Every needle, lower-cased.
+    /// Every needle.
     ac: Option<AhoCorasick>,
     /// The needles that only occur inside a prescan's runs (a digit, `%` or mixed case, and no
     /// break byte: tokens and their encodings, nearly always), for a scan that only reads those
@@ -106,7 +105,7 @@ impl KnownSecrets {
         let build = |set: Vec<Vec<u8>>, short: bool| {
             (!set.is_empty()).then(|| {
                 let mut b = AhoCorasickBuilder::new();
-                b.match_kind(MatchKind::LeftmostLongest);
+                b.match_kind(MatchKind::LeftmostLongest).ascii_case_insensitive(true);
                 if short {
                     // Searched in many short runs: a plain DFA, without a prefilter to set up
                     // for each.
@@ -115,10 +114,9 @@ impl KnownSecrets {
                 b.build(set).unwrap_or_else(|e| panic!("known secrets automaton: {e}"))
             })
         };
-        let lower = |n: &Vec<u8>| n.to_ascii_lowercase();
-        let ac = build(needles.iter().map(lower).collect(), false);
-        let in_runs = build(needles.iter().filter(|n| anchored(n)).map(lower).collect(), true);
-        let elsewhere = build(needles.iter().filter(|n| !anchored(n)).map(lower).collect(), false);
+        let ac = build(needles.clone(), false);
+        let in_runs = build(needles.iter().filter(|n| anchored(n)).cloned().collect(), true);
+        let elsewhere = build(needles.iter().filter(|n| !anchored(n)).cloned().collect(), false);
         let mut by_first = vec![Vec::new(); 256];
         for n in &needles {
             by_first[usize::from(n[0].to_ascii_lowercase())].push(n.to_ascii_lowercase());
@@ -161,34 +159,27 @@ impl KnownSecrets {
     }
 
     pub(crate) fn scan_into(&self, data: &[u8], out: &mut Vec<Finding>) {
-        if self.ac.is_some() {
-            self.scan_lowered(data, &data.to_ascii_lowercase(), out);
-        }
-    }
-
-    /// [`KnownSecrets::scan_into`] given `data` lower-cased.
-    pub(crate) fn scan_lowered(&self, data: &[u8], lower: &[u8], out: &mut Vec<Finding>) {
         if let Some(ac) = &self.ac {
-            Self::push(ac, data, lower, 0, out);
+            Self::push(ac, data, data, 0, out);
         }
     }
 
-    /// [`KnownSecrets::scan_lowered`] reading only where an anchored needle could be: the `runs`
+    /// [`KnownSecrets::scan_into`] reading only where an anchored needle could be: the `runs`
     /// (anchored stretches without a break, [`super::prescan`]), which hold every occurrence of
     /// one; the other needles are looked for everywhere.
-    pub(crate) fn scan_runs(&self, data: &[u8], lower: &[u8], runs: &[(usize, usize)], out: &mut Vec<Finding>) {
+    pub(crate) fn scan_runs(&self, data: &[u8], runs: &[(usize, usize)], out: &mut Vec<Finding>) {
         // Runs covering much of the input (dense code, base64) read faster as one search.
         if runs.iter().map(|(s, e)| e - s).sum::<usize>() > data.len() / 4 {
-            self.scan_lowered(data, lower, out);
+            self.scan_into(data, out);
             return;
         }
         if let Some(ac) = &self.in_runs {
             for &(s, e) in runs {
-                Self::push(ac, data, &lower[s..e], s, out);
+                Self::push(ac, data, &data[s..e], s, out);
             }
         }
         if let Some(ac) = &self.elsewhere {
-            Self::push(ac, data, lower, 0, out);
+            Self::push(ac, data, data, 0, out);
         }
     }
 

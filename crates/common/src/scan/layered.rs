@@ -7,7 +7,7 @@
 
 use super::decode::{self, MAX_DEPTH};
 use super::prescan::{Prescan, prescan, token_like};
-use super::rules::{Context, Window, Windows, drop_redundant};
+use super::rules::{Context, Window, drop_redundant};
 use super::{Confidence, Finding, KnownSecrets, Rules, payment, redact};
 
 /// How far before a run a rule's match can start: a name, separators and quotes before the
@@ -113,34 +113,20 @@ fn windows(data: &[u8], pre: &Prescan) -> Vec<Window> {
     out
 }
 
-/// `data` lower-cased (ASCII letters), compiled for the vector instructions the CPU has.
-#[multiversion::multiversion(targets("x86_64+avx2", "aarch64+neon"))]
-fn lowered(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0; data.len()];
-    // A loop, not an iterator's closure, which would not be compiled for these instructions.
-    for (o, &b) in out.iter_mut().zip(data) {
-        *o = b | u8::from(b.wrapping_sub(b'A') < 26) << 5;
-    }
-    out
-}
-
 /// `data` at encoding depth `depth` (0: as sent).
 fn layer(scan: &Scan<'_>, data: &[u8], out: &mut Vec<Finding>, depth: usize) {
-    let lower = lowered(data);
-    let pre = prescan(data);
+    let pre = prescan(data, scan.rules.and_then(Rules::wide_leads).filter(|_| scan.windowed));
     if let Some(r) = scan.rules {
         let windows = scan.windowed.then(|| windows(data, &pre));
-        let windows = windows.as_deref().map(|spans| Windows { spans, lower: &lower });
-        r.scan_layer(data, scan.ctx, scan.strict, windows, out);
+        r.scan_layer(data, scan.ctx, scan.strict, windows.as_deref().map(|w| (w, &pre.leads[..])), out);
     }
     if let Some(k) = scan.known {
-        k.scan_runs(data, &lower, &pre.runs, out);
+        k.scan_runs(data, &pre.runs, out);
     }
     if scan.strict {
         payment::scan_into(data, &pre, out);
     }
     let segments = decode::segments_in(data, &pre);
-    drop(lower);
     if depth == MAX_DEPTH {
         if scan.strict && !segments.is_empty() {
             // Reported over all of this layer: the caller maps it to its outermost segment.
@@ -222,6 +208,26 @@ mod tests {
         // Egress skips the rule around a run shorter than its minRun; the git gate does not.
         assert_eq!(found(&short), (0, 1), "{short}");
         assert_eq!(found(&long), (1, 1), "{long}");
+    }
+
+    #[test]
+    fn a_wide_rules_keyword_is_found_in_any_case_at_any_place() {
+        let token = ["Zq9Xw2Lm", "7Rt4Kp8Vb3"].concat();
+        for curl in ["curl", "CURL", "cUrL", "Curl"] {
+            for pad in 0..70 {
+                let text = format!(
+                    "{}{curl} -s https://api.example.test/v1 -H \"Authorization: Bearer {token}\"",
+                    " ".repeat(pad)
+                );
+                let found = scan_outbound(Some(Rules::builtin()), None, Mode::Standard, text.as_bytes());
+                assert!(found.iter().any(|f| f.rule_id == "curl-auth-header"), "{curl} after {pad}: {found:?}");
+            }
+        }
+        // A keyword starting inside what looks like its own start (`------BEGIN`).
+        let key = ["MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", &"bW9yZSBrZXkgbWF0ZXJpYWw".repeat(4)].concat();
+        let pem = format!("x ------BEGIN PRIVATE KEY-----\n{key}\n-----END PRIVATE KEY-----\n");
+        let found = scan_outbound(Some(Rules::builtin()), None, Mode::Standard, pem.as_bytes());
+        assert!(found.iter().any(|f| f.rule_id == "private-key"), "{found:?}");
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub(crate) fn scan_into(data: &[u8], pre: &Prescan, out: &mut Vec<Finding>) {
             confidence: Confidence::Low,
         });
     };
-    for (s, e) in card_regions(data) {
+    for (s, e) in card_regions(data, &pre.digits) {
         for m in DIGIT_GROUPS.find_iter(&data[s..e]).filter(|m| m.len() >= 13) {
             for (start, end) in cards_in(data, s + m.start(), s + m.end()) {
                 push(CARD_ID, start, end);
@@ -111,16 +111,13 @@ fn cards_in(data: &[u8], start: usize, end: usize) -> Vec<(usize, usize)> {
 
 /// Where in `data` a card number can be: around each two consecutive 64-byte blocks that hold
 /// 13 digits or more between them (a card spans at most [`CARD_SPAN`] bytes, so it lies in two),
-/// widened by a card's span on each side, merged where they meet. Counting digits is done 16
-/// bytes an instruction; text with few digits (prose, most JSON) has no such place, and the
-/// regex, whose search stops at every digit, reads none of it.
-fn card_regions(data: &[u8]) -> Vec<(usize, usize)> {
-    // Counted in bytes, which the compiler adds 16 at a time.
-    let count = |c: &[u8]| usize::from(c.iter().fold(0u8, |n, &b| n + u8::from(b.wrapping_sub(b'0') < 10)));
-    let digits: Vec<usize> = data.chunks(64).map(count).collect();
+/// widened by a card's span on each side, merged where they meet. The prescan counted each
+/// block's digits; text with few digits (prose, most JSON) has no such place, and the regex,
+/// whose search stops at every digit, reads none of it.
+fn card_regions(data: &[u8], digits: &[u8]) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
-    for (i, n) in digits.iter().enumerate() {
-        if n + digits.get(i + 1).copied().unwrap_or(0) < 13 {
+    for (i, &n) in digits.iter().enumerate() {
+        if usize::from(n) + usize::from(digits.get(i + 1).copied().unwrap_or(0)) < 13 {
             continue;
         }
         let (s, e) = ((64 * i).saturating_sub(CARD_SPAN), (64 * (i + 2) + CARD_SPAN).min(data.len()));
@@ -197,7 +194,7 @@ mod tests {
 
     fn ids(text: &str) -> Vec<String> {
         let mut out = Vec::new();
-        scan_into(text.as_bytes(), &super::super::prescan::prescan(text.as_bytes()), &mut out);
+        scan_into(text.as_bytes(), &super::super::prescan::prescan(text.as_bytes(), None), &mut out);
         out.into_iter().map(|f| f.rule_id).collect()
     }
 

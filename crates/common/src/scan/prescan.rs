@@ -5,8 +5,9 @@
 //! high confidence must, every base64 of text, hex and percent-encoding does. (A capital that
 //! starts an ordinary word, `The` or `Connection`, does not count: a token with one there has a
 //! digit or another capital too.) So the pass classifies the bytes 64 at a time, in vector
-//! instructions, jumps from anchor to anchor, and only around an anchor reads bytes one by one,
-//! out to the run's ends. Prose, with few digits and capitals, is mostly skipped.
+//! instructions, into bit masks (anchors, breaks, digits), and jumps from anchor to anchor and
+//! from an anchor to the breaks either side of it by bit scans; only a run's tail is read byte by
+//! byte (for a hex chain). Prose, with few digits and capitals, is mostly skipped.
 //!
 //! It finds:
 //! - runs: the maximal stretches without a break that hold an anchor, [`MIN_RUN`] or more long;
@@ -23,11 +24,62 @@ pub(crate) struct Prescan {
     pub(crate) runs: Vec<(usize, usize)>,
     /// `(start, end)` of every hex chain, in order.
     pub(crate) hex_chains: Vec<(usize, usize)>,
+    /// How many digits each 64-byte block from the start holds.
+    pub(crate) digits: Vec<u8>,
+    /// Where a keyword of the [`Leads`] given could start, in order.
+    pub(crate) leads: Vec<usize>,
+}
+
+/// A set of bytes, looked up by nibble: `b` is in it when `low[b & 15]` and `high[b >> 4]` share
+/// a bit (each table twice, for both 128-bit lanes of a vector lookup). Bits 1 to 6 stand for the
+/// high nibbles 2 to 7, and hold the set exactly; bit 0 stands for every byte below 0x20 and bit
+/// 7 for every byte from 0x80 up, so a set with one of those holds them all (a superset: what it
+/// finds is checked again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ByteSet {
+    low: [u8; 32],
+    high: [u8; 32],
+}
+
+impl ByteSet {
+    pub(crate) fn new(bytes: impl IntoIterator<Item = u8>) -> ByteSet {
+        let bit = |high: u8| match high {
+            0 | 1 => 1,
+            8.. => 1 << 7,
+            h => 1 << (h - 1),
+        };
+        let mut set = ByteSet { low: [0; 32], high: [0; 32] };
+        for h in 0..16u8 {
+            set.high[usize::from(h)] = bit(h);
+            set.high[16 + usize::from(h)] = bit(h);
+        }
+        for b in bytes {
+            // A byte outside 0x20..0x80 stands for all of its kind: every low nibble.
+            let lows = if (0x20..0x80).contains(&b) { b & 15..=b & 15 } else { 0..=15 };
+            for l in lows {
+                set.low[usize::from(l)] |= bit(b >> 4);
+                set.low[16 + usize::from(l)] |= bit(b >> 4);
+            }
+        }
+        set
+    }
+
+    fn contains(&self, b: u8) -> bool {
+        self.low[usize::from(b & 15)] & self.high[usize::from(b >> 4)] != 0
+    }
+}
+
+/// Where a keyword could start: a byte of `first` followed by a byte of `second` (both sets
+/// hold both cases of a letter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Leads {
+    pub(crate) first: ByteSet,
+    pub(crate) second: ByteSet,
 }
 
 /// The bytes that end a run: whitespace and control bytes, quotes, brackets, `,;|<>`, and `\`
 /// (in JSON text, `\n` parts two words).
-static BREAK: [bool; 256] = {
+const BREAK: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -55,13 +107,6 @@ fn hex_pair(run: &[u8]) -> bool {
         [a, b] | [b'x' | b'X', a, b] | [b'0', b'x' | b'X', a, b] => a.is_ascii_hexdigit() && b.is_ascii_hexdigit(),
         _ => false,
     }
-}
-
-/// The run around `at` (which is not a break): its start and end.
-fn run_at(data: &[u8], at: usize) -> (usize, usize) {
-    let start = data[..at].iter().rposition(|&b| is_break(b)).map_or(0, |p| p + 1);
-    let end = data[at..].iter().position(|&b| is_break(b)).map_or(data.len(), |p| at + p);
-    (start, end)
 }
 
 /// The hex chain starting with the run `data[start..end]` (whose tail after its last
@@ -94,13 +139,16 @@ fn chain_from(data: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
     (pairs >= 8).then_some((first, last))
 }
 
-/// Scans `data` once: anchors are taken in order, each from where the last run ended.
-pub(crate) fn prescan(data: &[u8]) -> Prescan {
-    let mut out = Prescan::default();
-    let mut anchors = Anchors::new(data);
+/// Scans `data` once: anchors are taken in order, each from where the last run ended; a run's
+/// ends are the break bytes either side of its anchor.
+/// With `leads`, also where a keyword could start.
+pub(crate) fn prescan(data: &[u8], leads: Option<&Leads>) -> Prescan {
+    let Blocks { blocks, digits, leads } = blocks(data, leads);
+    let mut out = Prescan { digits, leads, ..Prescan::default() };
     let mut pos = 0;
-    while let Some(at) = anchors.next(pos) {
-        let (start, end) = run_at(data, at);
+    while let Some(at) = next_bit(&blocks, |b| b.anchor, pos) {
+        let start = prev_bit(&blocks, |b| b.brk, at).map_or(0, |p| p + 1);
+        let end = next_bit(&blocks, |b| b.brk, at).map_or(data.len(), |p| p.min(data.len()));
         pos = end.max(at + 1);
         if end - start >= MIN_RUN {
             out.runs.push((start, end));
@@ -115,14 +163,39 @@ pub(crate) fn prescan(data: &[u8]) -> Prescan {
     out
 }
 
+/// The first byte at or after `from` whose bit `mask` sets.
+fn next_bit(blocks: &[Block], mask: impl Fn(&Block) -> u64, from: usize) -> Option<usize> {
+    let (mut k, skip) = (from / 64, from % 64);
+    let mut bits = mask(blocks.get(k)?) & (u64::MAX << skip);
+    loop {
+        if bits != 0 {
+            return Some(64 * k + bits.trailing_zeros() as usize);
+        }
+        k += 1;
+        bits = mask(blocks.get(k)?);
+    }
+}
+
+/// The last byte before `before` whose bit `mask` sets.
+fn prev_bit(blocks: &[Block], mask: impl Fn(&Block) -> u64, before: usize) -> Option<usize> {
+    let (mut k, keep) = (before / 64, before % 64);
+    let mut bits = blocks.get(k).map_or(0, &mask) & !(u64::MAX << keep);
+    loop {
+        if bits != 0 {
+            return Some(64 * k + 63 - bits.leading_zeros() as usize);
+        }
+        k = k.checked_sub(1)?;
+        bits = mask(&blocks[k]);
+    }
+}
+
 /// Whether `b`, with the two bytes before it and the two after it, is an anchor: a digit, `%`,
 /// or an upper-case letter but for one that starts an ordinary word. That is a capital at a
 /// word's start (after a byte that is not a letter or digit, or after a JSON escape such as
 /// `\n`) followed by lower-case letters to the word's end or beyond what is looked at (`A`, `Of`,
 /// `The`, `Connection`); a token with a capital there has a digit or another capital inside.
-/// Bytes beyond the input's ends are spaces. (Written without `&&` and `||`, whose branches
-/// would keep the compiler from classifying 16 or 32 bytes an instruction.)
-#[inline(always)]
+/// Bytes beyond the input's ends are spaces. (The reference [`blocks`]' bit operations must
+/// agree with.)
 fn is_anchor([before, prev, b, next, then]: [u8; 5]) -> bool {
     let digit = |c: u8| c.wrapping_sub(b'0') < 10;
     let lower = |c: u8| c.wrapping_sub(b'a') < 26;
@@ -152,80 +225,298 @@ pub(crate) fn always_anchored(needle: &[u8]) -> bool {
     })
 }
 
-/// The anchors of a block given with the two bytes before it and the two after it: a byte each, 1
-/// for an anchor. Compiled for the vector instructions the CPU has (with AVX2, 32 bytes an
-/// instruction; else 16).
-#[multiversion::multiversion(targets("x86_64+avx2", "aarch64+neon"))]
-fn classify(span: &[u8; SPAN]) -> [u8; 64] {
-    // A loop, not `array::from_fn`: its closure would not be compiled for these instructions.
-    let mut flags = [0; 64];
-    for (i, f) in flags.iter_mut().enumerate() {
-        *f = u8::from(is_anchor([span[i], span[i + 1], span[i + 2], span[i + 3], span[i + 4]]));
-    }
-    flags
+/// The bytes of a 64-byte block by class, a bit each (bit i: the block's byte i).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Block {
+    anchor: u64,
+    brk: u64,
 }
 
-/// The anchors of `data`, found 64 bytes at a time. (Written here rather than taken from a
-/// crate: `memchr` and the regex engine look for three bytes or a set of literals, not a class
-/// of bytes that depends on its neighbours, and a search per class, restarted after every run,
-/// cost more than the rest of the prescan.)
-struct Anchors<'a> {
-    data: &'a [u8],
-    /// The block read (a multiple of 64), and its anchors: a byte each, 1 for an anchor.
-    block: usize,
-    flags: [u8; 64],
+/// What the vector pass finds: each block's anchors and breaks, how many digits each holds, and
+/// (with leads) where a byte of the first set is followed by one of the second.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Blocks {
+    blocks: Vec<Block>,
+    digits: Vec<u8>,
+    leads: Vec<usize>,
 }
 
-/// A block, the two bytes before it and the two after it.
-const SPAN: usize = 2 + 64 + 2;
+/// The classes of a block's bytes that need no neighbour to tell, a bit each: what [`Block`]'s
+/// are made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Classes {
+    digit: u64,
+    upper: u64,
+    lower: u64,
+    percent: u64,
+    backslash: u64,
+    /// `n`, `t` or `r` (after a backslash, an escape).
+    ntr: u64,
+    brk: u64,
+    /// A byte that ends a word: a space or below, `.`, `,`, `"` or `\`.
+    end: u64,
+    /// A byte of the leads' first set, and of the second (none without leads).
+    first: u64,
+    second: u64,
+}
 
-impl<'a> Anchors<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Anchors { data, block: 0, flags: Self::flags_at(data, 0) }
-    }
+impl Classes {
+    /// A block of spaces (what lies beyond the input's ends).
+    const SPACES: Classes = Classes {
+        digit: 0,
+        upper: 0,
+        lower: 0,
+        percent: 0,
+        backslash: 0,
+        ntr: 0,
+        brk: u64::MAX,
+        end: u64::MAX,
+        first: 0,
+        second: 0,
+    };
 
-    /// The anchors of the 64 bytes from `at` (none beyond the end). A block at an end of `data`
-    /// is read from a copy with spaces beyond.
-    fn flags_at(data: &[u8], at: usize) -> [u8; 64] {
-        let padded;
-        let span = match at.checked_sub(2).and_then(|s| data.get(s..)).and_then(<[u8]>::first_chunk::<SPAN>) {
-            Some(span) => span,
-            None => {
-                let (from, to) = (at.saturating_sub(2), data.len().min(at + SPAN - 2));
-                let skip = 2 - (at - from);
-                let mut copy = [b' '; SPAN];
-                copy[skip..skip + (to - from)].copy_from_slice(&data[from..to]);
-                padded = copy;
-                &padded
+    /// Byte by byte: the code for CPUs without AVX2, and the reference for the vector code.
+    #[inline(always)]
+    fn of(block: &[u8; 64], leads: Option<&Leads>) -> Classes {
+        let mut out = Classes::default();
+        for (i, &b) in block.iter().enumerate() {
+            let bit = |on: bool| u64::from(on) << i;
+            out.digit |= bit(b.is_ascii_digit());
+            out.upper |= bit(b.is_ascii_uppercase());
+            out.lower |= bit(b.is_ascii_lowercase());
+            out.percent |= bit(b == b'%');
+            out.backslash |= bit(b == b'\\');
+            out.ntr |= bit(matches!(b, b'n' | b't' | b'r'));
+            out.brk |= bit(is_break(b));
+            out.end |= bit(b <= b' ' || matches!(b, b'.' | b',' | b'"' | b'\\'));
+            if let Some(l) = leads {
+                out.first |= bit(l.first.contains(b));
+                out.second |= bit(l.second.contains(b));
             }
-        };
-        classify(span)
-    }
-
-    /// The first anchor at or after `from`: the block's flags read eight at a time.
-    fn next(&mut self, mut from: usize) -> Option<usize> {
-        let word =
-            |flags: &[u8; 64], k: usize| u64::from_le_bytes(flags[8 * k..8 * k + 8].try_into().unwrap_or([0; 8]));
-        while from < self.data.len() {
-            let block = from & !63;
-            if block != self.block {
-                (self.block, self.flags) = (block, Self::flags_at(self.data, block));
-            }
-            let (mut k, skip) = ((from - block) / 8, (from - block) % 8);
-            let mut ahead = word(&self.flags, k) & (u64::MAX << (8 * skip));
-            loop {
-                if ahead != 0 {
-                    return Some(block + 8 * k + ahead.trailing_zeros() as usize / 8);
-                }
-                k += 1;
-                if k == 8 {
-                    break;
-                }
-                ahead = word(&self.flags, k);
-            }
-            from = block + 64;
         }
-        None
+        out
+    }
+}
+
+/// A block's [`Block`] from its classes and its neighbours': [`is_anchor`] in bit operations
+/// (a neighbour's class is a class shifted by a bit or two, the bits beyond the block taken from
+/// the block before or after).
+#[inline(always)]
+fn block(prev: &Classes, cur: &Classes, next: &Classes) -> (Block, u64) {
+    let alnum = |c: &Classes| c.digit | c.upper | c.lower;
+    // Bit i: byte i - n, and byte i + n.
+    let back = |m: fn(&Classes) -> u64, n: u32| m(cur) << n | m(prev) >> (64 - n);
+    let ahead = |m: fn(&Classes) -> u64, n: u32| m(cur) >> n | m(next) << (64 - n);
+    let escape = back(|c| c.backslash, 2) & back(|c| c.ntr, 1);
+    let word_end = ahead(|c| c.end, 1) | ahead(|c| c.lower, 1) & (ahead(|c| c.lower, 2) | ahead(|c| c.end, 2));
+    let word_start = (!back(alnum, 1) | escape) & word_end;
+    let lead = cur.first & ahead(|c| c.second, 1);
+    (Block { anchor: cur.digit | cur.percent | cur.upper & !word_start, brk: cur.brk }, lead)
+}
+
+/// The blocks of `data`, 64 bytes each from its start (bytes beyond its end are spaces). Written
+/// here rather than taken from a crate: `memchr` and the regex engine look for a few bytes or a
+/// set of literals, not a class of bytes that depends on its neighbours, and a search per class,
+/// restarted after every run, cost more than the rest of the prescan. With AVX2, vector
+/// instructions classify 32 bytes at a time and turn each class into a bit mask in one
+/// instruction.
+#[multiversion::multiversion(targets("x86_64+avx2+popcnt", "aarch64+neon"))]
+fn blocks(data: &[u8], leads: Option<&Leads>) -> Blocks {
+    multiversion::target::match_target! {
+        "x86_64+avx2+popcnt" => avx2::blocks(data, leads),
+        _ => blocks_by(data, |block| Classes::of(block, leads)),
+    }
+}
+
+/// The blocks of `data`, each block's classes found by `classes`.
+#[inline(always)]
+fn blocks_by(data: &[u8], classes: impl Fn(&[u8; 64]) -> Classes) -> Blocks {
+    let n = data.len().div_ceil(64);
+    let mut out = Blocks { blocks: vec![Block::default(); n], digits: vec![0; n], leads: Vec::new() };
+    let classes_at = |k: usize| match data.get(64 * k..).and_then(<[u8]>::first_chunk::<64>) {
+        Some(block) => classes(block),
+        None if 64 * k < data.len() => {
+            let mut padded = [b' '; 64];
+            padded[..data.len() - 64 * k].copy_from_slice(&data[64 * k..]);
+            classes(&padded)
+        }
+        None => Classes::SPACES,
+    };
+    let (mut prev, mut cur) = (Classes::SPACES, classes_at(0));
+    for (k, (b, digits)) in out.blocks.iter_mut().zip(&mut out.digits).enumerate() {
+        let next = classes_at(k + 1);
+        let mut lead;
+        (*b, lead) = block(&prev, &cur, &next);
+        *digits = cur.digit.count_ones() as u8;
+        while lead != 0 && 64 * k + (lead.trailing_zeros() as usize) < data.len() {
+            out.leads.push(64 * k + lead.trailing_zeros() as usize);
+            lead &= lead - 1;
+        }
+        (prev, cur) = (cur, next);
+    }
+    out
+}
+
+/// [`Classes::of`] in AVX2 instructions (each a safe call in a function compiled for them).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_min_epu8, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srli_epi16, _mm256_sub_epi8,
+    };
+
+    use super::{BREAK, Blocks, ByteSet, Classes, Leads};
+
+    /// Bytes below 0x80 that end a word (see [`Classes::end`]).
+    const fn ends_word(b: usize) -> bool {
+        b <= b' ' as usize || b == b'.' as usize || b == b',' as usize || b == b'"' as usize || b == b'\\' as usize
+    }
+
+    /// Break bytes and word-ending bytes by nibble: a byte is in a set when [`LOW`] of its low
+    /// nibble and [`HIGH`] of its high nibble share one of the set's bits. Bit 0: every byte
+    /// below 0x20 (high nibble 0 or 1, in both sets). Bits 1 to 5: a break byte with high nibble
+    /// 2, 3, 5, 6 or 7. Bits 6 and 7: a word-ending byte with high nibble 2 or 5. No byte from
+    /// 0x80 up is in either. Both 128-bit lanes hold each table, for the lane-wise lookup.
+    const BREAK_BITS: u8 = 0b0011_1111;
+    const END_BITS: u8 = 0b1100_0001;
+    /// The bit of a break byte's high nibble, and of a word-ending byte's.
+    const fn break_bit(high: usize) -> u8 {
+        match high {
+            0 | 1 => 1,
+            2 => 1 << 1,
+            3 => 1 << 2,
+            5 => 1 << 3,
+            6 => 1 << 4,
+            7 => 1 << 5,
+            _ => 0,
+        }
+    }
+    const fn end_bit(high: usize) -> u8 {
+        match high {
+            0 | 1 => 1,
+            2 => 1 << 6,
+            5 => 1 << 7,
+            _ => 0,
+        }
+    }
+    const LOW: [u8; 32] = {
+        let mut t = [0u8; 32];
+        let mut b = 0;
+        while b < 128 {
+            let bits = if BREAK[b] { break_bit(b >> 4) } else { 0 } | if ends_word(b) { end_bit(b >> 4) } else { 0 };
+            t[b & 15] |= bits;
+            t[16 + (b & 15)] |= bits;
+            b += 1;
+        }
+        t
+    };
+    const HIGH: [u8; 32] = {
+        let mut t = [0u8; 32];
+        let mut h = 0;
+        while h < 16 {
+            t[h] = break_bit(h) | end_bit(h);
+            t[16 + h] = t[h];
+            h += 1;
+        }
+        t
+    };
+
+    #[target_feature(enable = "avx2")]
+    fn splat(c: u8) -> __m256i {
+        _mm256_set1_epi8(i8::from_ne_bytes([c]))
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn eq(v: __m256i, c: u8) -> __m256i {
+        _mm256_cmpeq_epi8(v, splat(c))
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn or(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_or_si256(a, b)
+    }
+
+    /// Bytes from `lo` to `lo + n - 1`.
+    #[target_feature(enable = "avx2")]
+    fn within(v: __m256i, lo: u8, n: u8) -> __m256i {
+        let d = _mm256_sub_epi8(v, splat(lo));
+        _mm256_cmpeq_epi8(_mm256_min_epu8(d, splat(n - 1)), d)
+    }
+
+    /// A bit per byte, set where `v`'s byte is all ones.
+    #[target_feature(enable = "avx2")]
+    fn bits(v: __m256i) -> u64 {
+        u64::from(u32::from_ne_bytes(_mm256_movemask_epi8(v).to_ne_bytes()))
+    }
+
+    /// A bit per byte, set where `v`'s byte shares a bit with `set`.
+    #[target_feature(enable = "avx2")]
+    fn any(v: __m256i, set: u8) -> u64 {
+        !bits(_mm256_cmpeq_epi8(_mm256_and_si256(v, splat(set)), _mm256_setzero_si256())) & u64::from(u32::MAX)
+    }
+
+    /// A bit per byte, set where the byte is in `set`, given the byte's low and high nibbles.
+    #[target_feature(enable = "avx2")]
+    fn member(set: &ByteSet, low: __m256i, high: __m256i) -> u64 {
+        let sets = _mm256_and_si256(
+            _mm256_shuffle_epi8(bytemuck::cast(set.low), low),
+            _mm256_shuffle_epi8(bytemuck::cast(set.high), high),
+        );
+        !bits(_mm256_cmpeq_epi8(sets, _mm256_setzero_si256())) & u64::from(u32::MAX)
+    }
+
+    /// The classes of 32 bytes, as the low bits of each mask.
+    #[target_feature(enable = "avx2")]
+    fn half(bytes: &[u8; 32], leads: Option<&Leads>) -> Classes {
+        let v: __m256i = bytemuck::cast(*bytes);
+        let (low, high) = (_mm256_and_si256(v, splat(0x0f)), _mm256_and_si256(_mm256_srli_epi16::<4>(v), splat(0x0f)));
+        let sets = _mm256_and_si256(
+            _mm256_shuffle_epi8(bytemuck::cast(LOW), low),
+            _mm256_shuffle_epi8(bytemuck::cast(HIGH), high),
+        );
+        let (first, second) = match leads {
+            Some(l) => (member(&l.first, low, high), member(&l.second, low, high)),
+            None => (0, 0),
+        };
+        Classes {
+            digit: bits(within(v, b'0', 10)),
+            upper: bits(within(v, b'A', 26)),
+            lower: bits(within(v, b'a', 26)),
+            percent: bits(eq(v, b'%')),
+            backslash: bits(eq(v, b'\\')),
+            ntr: bits(or(or(eq(v, b'n'), eq(v, b't')), eq(v, b'r'))),
+            brk: any(sets, BREAK_BITS),
+            end: any(sets, END_BITS),
+            first,
+            second,
+        }
+    }
+
+    /// [`super::blocks`] in AVX2 instructions (and POPCNT, which every CPU with AVX2 has, to
+    /// count digits).
+    #[target_feature(enable = "avx2,popcnt")]
+    pub(super) fn blocks(data: &[u8], leads: Option<&Leads>) -> Blocks {
+        super::blocks_by(data, |block| classes(block, leads))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn classes(block: &[u8; 64], leads: Option<&Leads>) -> Classes {
+        let (lo, hi) =
+            (half(block.first_chunk().unwrap_or(&[0; 32]), leads), half(block.last_chunk().unwrap_or(&[0; 32]), leads));
+        let join = |l: u64, h: u64| l | h << 32;
+        Classes {
+            digit: join(lo.digit, hi.digit),
+            upper: join(lo.upper, hi.upper),
+            lower: join(lo.lower, hi.lower),
+            percent: join(lo.percent, hi.percent),
+            backslash: join(lo.backslash, hi.backslash),
+            ntr: join(lo.ntr, hi.ntr),
+            brk: join(lo.brk, hi.brk),
+            end: join(lo.end, hi.end),
+            first: join(lo.first, hi.first),
+            second: join(lo.second, hi.second),
+        }
     }
 }
 
@@ -246,7 +537,7 @@ mod tests {
     use super::*;
 
     fn runs(text: &str) -> Vec<&str> {
-        prescan(text.as_bytes()).runs.iter().map(|&(s, e)| &text[s..e]).collect()
+        prescan(text.as_bytes(), None).runs.iter().map(|&(s, e)| &text[s..e]).collect()
     }
 
     #[test]
@@ -265,17 +556,21 @@ mod tests {
         assert!(runs("Short words only, 42 here").is_empty());
     }
 
+    /// The bytes from `from` on (of `len`) whose bit `mask` sets, by the blocks' bit scan.
+    fn set_bits(blocks: &[Block], len: usize, mask: fn(&Block) -> u64, from: usize) -> Vec<usize> {
+        std::iter::successors(next_bit(blocks, mask, from), |&p| next_bit(blocks, mask, p + 1))
+            .filter(|&p| p < len)
+            .collect()
+    }
+
     #[test]
-    fn the_block_search_finds_exactly_the_anchor_bytes() {
+    fn the_block_search_finds_exactly_the_anchor_and_break_bytes() {
         // Byte by byte, bytes beyond the ends read as spaces.
         let anchors_of = |data: &[u8]| -> Vec<usize> {
             let at = |i: usize, d: isize| i.checked_add_signed(d).and_then(|i| data.get(i)).copied().unwrap_or(b' ');
             (0..data.len()).filter(|&i| is_anchor([-2, -1, 0, 1, 2].map(|d| at(i, d)))).collect()
         };
-        let found = |data: &[u8], from: usize| {
-            let mut a = Anchors::new(data);
-            std::iter::successors(a.next(from), |&p| a.next(p + 1)).collect::<Vec<_>>()
-        };
+        let where_ = |data: &[u8], f: fn(u8) -> bool| (0..data.len()).filter(|&i| f(data[i])).collect::<Vec<_>>();
         // Every byte value at every place of two blocks and a tail, among bytes on either side
         // of each class's bounds, and capitals starting words and not.
         let near = *b"/:@[$&`{az\x7f\x80\xffaB0\\n.";
@@ -285,11 +580,35 @@ mod tests {
                 data[at] = b;
                 for len in [150, at + 1, (at + 2).min(150), (at + 3).min(150)] {
                     let data = &data[..len];
-                    let want = anchors_of(data);
+                    let (anchors, breaks, found) = (anchors_of(data), where_(data, is_break), blocks(data, None));
+                    let blocks = &found.blocks;
                     for from in [0, at.saturating_sub(3), at] {
-                        let want: Vec<usize> = want.iter().copied().filter(|&p| p >= from).collect();
-                        assert_eq!(found(data, from), want, "byte {b:#x} at {at} from {from}, {len} bytes");
+                        let after = |v: &[usize]| v.iter().copied().filter(|&p| p >= from).collect::<Vec<_>>();
+                        let what = format!("byte {b:#x} at {at} from {from}, {len} bytes");
+                        assert_eq!(set_bits(blocks, len, |b| b.anchor, from), after(&anchors), "anchors: {what}");
+                        assert_eq!(set_bits(blocks, len, |b| b.brk, from), after(&breaks), "breaks: {what}");
                     }
+                    let digits: Vec<u8> =
+                        data.chunks(64).map(|c| c.iter().filter(|b| b.is_ascii_digit()).count() as u8).collect();
+                    assert_eq!(found.digits, digits, "digits: byte {b:#x} at {at}, {len} bytes");
+                    for before in [at, at + 1, len] {
+                        let want = breaks.iter().copied().rfind(|&p| p < before);
+                        assert_eq!(
+                            prev_bit(blocks, |b| b.brk, before),
+                            want,
+                            "last break before {before}: {b:#x} at {at}"
+                        );
+                    }
+                    // The vector code and the plain code agree on every block, with leads too.
+                    assert_eq!(found, blocks_by(data, |b| Classes::of(b, None)), "byte {b:#x} at {at}, {len} bytes");
+                    let leads = Leads { first: ByteSet::new(*b"aA\\\x80"), second: ByteSet::new(*b"zZ\x7f\x05") };
+                    let with_leads = super::blocks(data, Some(&leads));
+                    assert_eq!(with_leads, blocks_by(data, |b| Classes::of(b, Some(&leads))), "{b:#x} at {at}");
+                    let lead_at = |i: usize| {
+                        leads.first.contains(data[i]) && leads.second.contains(data.get(i + 1).copied().unwrap_or(b' '))
+                    };
+                    let want: Vec<usize> = (0..len).filter(|&i| lead_at(i)).collect();
+                    assert_eq!(with_leads.leads, want, "leads: byte {b:#x} at {at}, {len} bytes");
                 }
             }
         }
@@ -306,8 +625,25 @@ mod tests {
             ("7he", vec![0]),
         ] {
             assert_eq!(anchors_of(text.as_bytes()), want, "{text}");
-            assert_eq!(found(text.as_bytes(), 0), want, "{text}");
+            assert_eq!(set_bits(&blocks(text.as_bytes(), None).blocks, text.len(), |b| b.anchor, 0), want, "{text}");
         }
+    }
+
+    #[test]
+    fn a_byte_set_holds_its_printable_bytes_exactly() {
+        let mut r = crate::scan::corpus::FakeRng::new(7);
+        for _ in 0..200 {
+            let bytes: Vec<u8> = (0..r.below(12)).map(|_| 0x20 + r.below(0x60) as u8).collect();
+            let set = ByteSet::new(bytes.iter().copied());
+            for b in 0x20..0x80u8 {
+                assert_eq!(set.contains(b), bytes.contains(&b), "{b:#x} in {bytes:?}");
+            }
+            assert!((0..0x20u8).chain(0x80..=0xff).all(|b| !set.contains(b)), "{bytes:?}");
+        }
+        // A control byte or one from 0x80 up stands for all of its kind (a superset).
+        let set = ByteSet::new([0x05, 0xc3]);
+        assert!((0..0x20u8).chain(0x80..=0xff).all(|b| set.contains(b)));
+        assert!((0x20..0x80u8).all(|b| !set.contains(b)));
     }
 
     #[test]
@@ -323,8 +659,9 @@ mod tests {
 
     #[test]
     fn hex_chains_need_eight_pairs_one_or_two_breaks_apart() {
-        let find =
-            |t: &str| prescan(t.as_bytes()).hex_chains.iter().map(|&(s, e)| t[s..e].to_string()).collect::<Vec<_>>();
+        let find = |t: &str| {
+            prescan(t.as_bytes(), None).hex_chains.iter().map(|&(s, e)| t[s..e].to_string()).collect::<Vec<_>>()
+        };
         assert_eq!(find("x 74 6f 6b 2d 6c 69 76 65 y"), ["74 6f 6b 2d 6c 69 76 65"]);
         assert_eq!(find("key=74 6f 6b 2d 6c 69 76 65;"), ["74 6f 6b 2d 6c 69 76 65"]);
         assert_eq!(

@@ -14,6 +14,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
+use super::prescan::{ByteSet, Leads};
 use super::{Confidence, Finding, ScanError, assign_lines, entropy, redact};
 
 const BUILTIN_TOML: &str = include_str!("rules.toml");
@@ -146,15 +147,6 @@ pub(crate) struct Window {
     pub(crate) start: usize,
     pub(crate) end: usize,
     pub(crate) longest_run: usize,
-}
-
-/// Where a windowed scan looks ([`Rules::scan_layer`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Windows<'a> {
-    /// Spans of the input, in order, not overlapping.
-    pub(crate) spans: &'a [Window],
-    /// The whole input lower-cased.
-    pub(crate) lower: &'a [u8],
 }
 
 /// Where scanned bytes came from; allowlists with `paths`/`commits` need it.
@@ -315,9 +307,11 @@ pub struct Rules {
     /// Strict-only rules without keywords: they run on every input in strict mode.
     strict_always: Vec<usize>,
     /// The keywords of the wide rules (lower case, each once), and the rules of each: a windowed
-    /// scan looks for these over the whole (lower-cased) input.
-    wide_keywords: Vec<memchr::memmem::Finder<'static>>,
+    /// scan looks for these over the whole input.
+    wide_keywords: Vec<Vec<u8>>,
     wide_keyword_rules: Vec<Vec<usize>>,
+    /// Where a wide keyword could start (its first two bytes in either case).
+    wide_leads: Option<Leads>,
     global: Vec<Allowlist>,
     longest_keyword: usize,
 }
@@ -482,10 +476,24 @@ impl Rules {
                 }
             }
         }
-        // Few: one vectorized substring search each over the lower-cased input is faster than
-        // an automaton for all of them, whose prefilter keys on common letters.
-        let wide_keywords =
-            wide_patterns.iter().map(|p| memchr::memmem::Finder::new(p.as_bytes()).into_owned()).collect();
+        // Where one could start is found by the prescan's vector pass, a byte pair at a time (an
+        // automaton's prefilter keys on common letters, and lower-casing the input to search it
+        // costs a pass over it); each place is then compared whole.
+        let both_cases = |i: usize| {
+            wide_patterns
+                .iter()
+                .flat_map(move |p| p.as_bytes().get(i).map_or(vec![], |&b| vec![b, b.to_ascii_uppercase()]))
+        };
+        let wide_leads = (!wide_patterns.is_empty()).then(|| Leads {
+            first: ByteSet::new(both_cases(0)),
+            // A keyword of one byte starts before anything.
+            second: if wide_patterns.iter().any(|p| p.len() < 2) {
+                ByteSet::new(0..=255)
+            } else {
+                ByteSet::new(both_cases(1))
+            },
+        });
+        let wide_keywords = wide_patterns.into_iter().map(String::into_bytes).collect();
         let keywords = if patterns.is_empty() {
             None
         } else {
@@ -507,6 +515,7 @@ impl Rules {
             strict_always,
             wide_keywords,
             wide_keyword_rules,
+            wide_leads,
             global,
             longest_keyword,
         })
@@ -549,7 +558,7 @@ impl Rules {
 
     fn decoded_may_match(&self, data: &[u8], depth: usize) -> bool {
         depth <= super::decode::MAX_DEPTH
-            && super::decode::segments_in(data, &super::prescan::prescan(data))
+            && super::decode::segments_in(data, &super::prescan::prescan(data, None))
                 .iter()
                 .any(|s| self.may_match(&s.text) || self.decoded_may_match(&s.text, depth + 1))
     }
@@ -592,22 +601,22 @@ impl Rules {
     ///
     /// `windows`: only look there (where a credential could be, [`super::prescan`]): each rule
     /// whose keyword occurs in a window runs in that window alone, the look-around at its edges
-    /// reading the bytes beyond; wide rules run over all of `data` when their keyword occurs
-    /// anywhere (looked for in `data` lower-cased). `None`: every candidate rule over all of
-    /// `data`.
+    /// reading the bytes beyond; wide rules run over all of `data` when their keyword occurs at
+    /// one of the places the prescan found one could start ([`Rules::wide_leads`]). `None`:
+    /// every candidate rule over all of `data`.
     pub(crate) fn scan_layer(
         &self,
         data: &[u8],
         ctx: Context<'_>,
         strict: bool,
-        windows: Option<Windows<'_>>,
+        windows: Option<(&[Window], &[usize])>,
         out: &mut Vec<Finding>,
     ) {
-        let Some(Windows { spans: windows, lower }) = windows else {
+        let Some((windows, leads)) = windows else {
             self.scan_range(data, (0, data.len()), &self.candidates(data, strict), ctx, strict, out);
             return;
         };
-        let wide = self.wide_candidates(lower, strict);
+        let wide = self.wide_candidates(data, leads, strict);
         if !wide.is_empty() {
             self.scan_range(data, (0, data.len()), &wide, ctx, strict, out);
         }
@@ -618,12 +627,27 @@ impl Rules {
         }
     }
 
-    /// The wide rules whose keywords occur anywhere in `lower` (and wide rules without keywords).
-    fn wide_candidates(&self, lower: &[u8], strict: bool) -> Vec<usize> {
+    /// Where a wide rule's keyword could start: for [`super::prescan::prescan`] to find.
+    pub(crate) fn wide_leads(&self) -> Option<&Leads> {
+        self.wide_leads.as_ref()
+    }
+
+    /// The wide rules whose keywords occur in `data` at one of the `leads` (the places one could
+    /// start, [`Rules::wide_leads`]), and wide rules without keywords.
+    fn wide_candidates(&self, data: &[u8], leads: &[usize], strict: bool) -> Vec<usize> {
         let mut hit: Vec<usize> = self.always.iter().copied().filter(|&i| self.rules[i].wide).collect();
-        for (finder, rules) in self.wide_keywords.iter().zip(&self.wide_keyword_rules) {
-            if finder.find(lower).is_some() {
-                for &r in rules {
+        let mut missing = self.wide_keywords.len();
+        let mut seen = vec![false; missing];
+        for &at in leads {
+            if missing == 0 {
+                break;
+            }
+            for (k, keyword) in self.wide_keywords.iter().enumerate() {
+                if seen[k] || !data[at..].get(..keyword.len()).is_some_and(|w| w.eq_ignore_ascii_case(keyword)) {
+                    continue;
+                }
+                (seen[k], missing) = (true, missing - 1);
+                for &r in &self.wide_keyword_rules[k] {
                     if !hit.contains(&r) {
                         hit.push(r);
                     }
