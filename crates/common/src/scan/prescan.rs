@@ -43,23 +43,36 @@ pub(crate) struct ByteSet {
 
 impl ByteSet {
     pub(crate) fn new(bytes: impl IntoIterator<Item = u8>) -> ByteSet {
-        let bit = |high: u8| match high {
-            0 | 1 => 1,
-            8.. => 1 << 7,
-            h => 1 << (h - 1),
-        };
-        let mut set = ByteSet { low: [0; 32], high: [0; 32] };
-        for h in 0..16u8 {
-            set.high[usize::from(h)] = bit(h);
-            set.high[16 + usize::from(h)] = bit(h);
-        }
+        let mut table = [false; 256];
         for b in bytes {
-            // A byte outside 0x20..0x80 stands for all of its kind: every low nibble.
-            let lows = if (0x20..0x80).contains(&b) { b & 15..=b & 15 } else { 0..=15 };
-            for l in lows {
-                set.low[usize::from(l)] |= bit(b >> 4);
-                set.low[16 + usize::from(l)] |= bit(b >> 4);
+            table[usize::from(b)] = true;
+        }
+        ByteSet::of(&table)
+    }
+
+    /// The set of the bytes `table` marks.
+    const fn of(table: &[bool; 256]) -> ByteSet {
+        const fn bit(high: usize) -> u8 {
+            match high {
+                0 | 1 => 1,
+                2..=7 => 1 << (high - 1),
+                _ => 1 << 7,
             }
+        }
+        let mut set = ByteSet { low: [0; 32], high: [0; 32] };
+        let mut b = 0;
+        while b < 256 {
+            if b < 16 {
+                (set.high[b], set.high[16 + b]) = (bit(b), bit(b));
+            }
+            // A byte outside 0x20..0x80 stands for all of its kind: every low nibble.
+            let (mut l, last) = if 0x20 <= b && b < 0x80 { (b & 15, b & 15) } else { (0, 15) };
+            while table[b] && l <= last {
+                set.low[l] |= bit(b >> 4);
+                set.low[16 + l] |= bit(b >> 4);
+                l += 1;
+            }
+            b += 1;
         }
         set
     }
@@ -94,6 +107,23 @@ const BREAK: [bool; 256] = {
     }
     t
 };
+
+/// The bytes that end a word (for [`is_anchor`]): a space or below, `.`, `,`, `"` and `\`.
+const END: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] =
+            b <= b' ' as usize || b == b'.' as usize || b == b',' as usize || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
+/// [`BREAK`] and [`END`] for the vector code (both held exactly: every byte below 0x20 is in
+/// both, none from 0x80 up in either).
+const BREAKS: ByteSet = ByteSet::of(&BREAK);
+const ENDS: ByteSet = ByteSet::of(&END);
 
 /// Whether `b` ends a run.
 #[inline(always)]
@@ -200,7 +230,7 @@ fn is_anchor([before, prev, b, next, then]: [u8; 5]) -> bool {
     let digit = |c: u8| c.wrapping_sub(b'0') < 10;
     let lower = |c: u8| c.wrapping_sub(b'a') < 26;
     let alnum = |c: u8| digit(c) | lower(c | 0x20);
-    let end = |c: u8| (c <= b' ') | (c == b'.') | (c == b',') | (c == b'"') | (c == b'\\');
+    let end = |c: u8| END[usize::from(c)];
     let escape = (before == b'\\') & ((prev == b'n') | (prev == b't') | (prev == b'r'));
     let word_start = (!alnum(prev) | escape) & (end(next) | lower(next) & (lower(then) | end(then)));
     digit(b) | (b == b'%') | (b.wrapping_sub(b'A') < 26) & !word_start
@@ -288,7 +318,7 @@ impl Classes {
             out.backslash |= bit(b == b'\\');
             out.ntr |= bit(matches!(b, b'n' | b't' | b'r'));
             out.brk |= bit(is_break(b));
-            out.end |= bit(b <= b' ' || matches!(b, b'.' | b',' | b'"' | b'\\'));
+            out.end |= bit(END[usize::from(b)]);
             if let Some(l) = leads {
                 out.first |= bit(l.first.contains(b));
                 out.second |= bit(l.second.contains(b));
@@ -365,61 +395,7 @@ mod avx2 {
         _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srli_epi16, _mm256_sub_epi8,
     };
 
-    use super::{BREAK, Blocks, ByteSet, Classes, Leads};
-
-    /// Bytes below 0x80 that end a word (see [`Classes::end`]).
-    const fn ends_word(b: usize) -> bool {
-        b <= b' ' as usize || b == b'.' as usize || b == b',' as usize || b == b'"' as usize || b == b'\\' as usize
-    }
-
-    /// Break bytes and word-ending bytes by nibble: a byte is in a set when [`LOW`] of its low
-    /// nibble and [`HIGH`] of its high nibble share one of the set's bits. Bit 0: every byte
-    /// below 0x20 (high nibble 0 or 1, in both sets). Bits 1 to 5: a break byte with high nibble
-    /// 2, 3, 5, 6 or 7. Bits 6 and 7: a word-ending byte with high nibble 2 or 5. No byte from
-    /// 0x80 up is in either. Both 128-bit lanes hold each table, for the lane-wise lookup.
-    const BREAK_BITS: u8 = 0b0011_1111;
-    const END_BITS: u8 = 0b1100_0001;
-    /// The bit of a break byte's high nibble, and of a word-ending byte's.
-    const fn break_bit(high: usize) -> u8 {
-        match high {
-            0 | 1 => 1,
-            2 => 1 << 1,
-            3 => 1 << 2,
-            5 => 1 << 3,
-            6 => 1 << 4,
-            7 => 1 << 5,
-            _ => 0,
-        }
-    }
-    const fn end_bit(high: usize) -> u8 {
-        match high {
-            0 | 1 => 1,
-            2 => 1 << 6,
-            5 => 1 << 7,
-            _ => 0,
-        }
-    }
-    const LOW: [u8; 32] = {
-        let mut t = [0u8; 32];
-        let mut b = 0;
-        while b < 128 {
-            let bits = if BREAK[b] { break_bit(b >> 4) } else { 0 } | if ends_word(b) { end_bit(b >> 4) } else { 0 };
-            t[b & 15] |= bits;
-            t[16 + (b & 15)] |= bits;
-            b += 1;
-        }
-        t
-    };
-    const HIGH: [u8; 32] = {
-        let mut t = [0u8; 32];
-        let mut h = 0;
-        while h < 16 {
-            t[h] = break_bit(h) | end_bit(h);
-            t[16 + h] = t[h];
-            h += 1;
-        }
-        t
-    };
+    use super::{BREAKS, Blocks, ByteSet, Classes, ENDS, Leads};
 
     #[target_feature(enable = "avx2")]
     fn splat(c: u8) -> __m256i {
@@ -449,12 +425,6 @@ mod avx2 {
         u64::from(u32::from_ne_bytes(_mm256_movemask_epi8(v).to_ne_bytes()))
     }
 
-    /// A bit per byte, set where `v`'s byte shares a bit with `set`.
-    #[target_feature(enable = "avx2")]
-    fn any(v: __m256i, set: u8) -> u64 {
-        !bits(_mm256_cmpeq_epi8(_mm256_and_si256(v, splat(set)), _mm256_setzero_si256())) & u64::from(u32::MAX)
-    }
-
     /// A bit per byte, set where the byte is in `set`, given the byte's low and high nibbles.
     #[target_feature(enable = "avx2")]
     fn member(set: &ByteSet, low: __m256i, high: __m256i) -> u64 {
@@ -470,10 +440,6 @@ mod avx2 {
     fn half(bytes: &[u8; 32], leads: Option<&Leads>) -> Classes {
         let v: __m256i = bytemuck::cast(*bytes);
         let (low, high) = (_mm256_and_si256(v, splat(0x0f)), _mm256_and_si256(_mm256_srli_epi16::<4>(v), splat(0x0f)));
-        let sets = _mm256_and_si256(
-            _mm256_shuffle_epi8(bytemuck::cast(LOW), low),
-            _mm256_shuffle_epi8(bytemuck::cast(HIGH), high),
-        );
         let (first, second) = match leads {
             Some(l) => (member(&l.first, low, high), member(&l.second, low, high)),
             None => (0, 0),
@@ -485,8 +451,8 @@ mod avx2 {
             percent: bits(eq(v, b'%')),
             backslash: bits(eq(v, b'\\')),
             ntr: bits(or(or(eq(v, b'n'), eq(v, b't')), eq(v, b'r'))),
-            brk: any(sets, BREAK_BITS),
-            end: any(sets, END_BITS),
+            brk: member(&BREAKS, low, high),
+            end: member(&ENDS, low, high),
             first,
             second,
         }
@@ -501,7 +467,7 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn classes(block: &[u8; 64], leads: Option<&Leads>) -> Classes {
+    pub(super) fn classes(block: &[u8; 64], leads: Option<&Leads>) -> Classes {
         let (lo, hi) =
             (half(block.first_chunk().unwrap_or(&[0; 32]), leads), half(block.last_chunk().unwrap_or(&[0; 32]), leads));
         let join = |l: u64, h: u64| l | h << 32;
@@ -626,6 +592,29 @@ mod tests {
         ] {
             assert_eq!(anchors_of(text.as_bytes()), want, "{text}");
             assert_eq!(set_bits(&blocks(text.as_bytes(), None).blocks, text.len(), |b| b.anchor, 0), want, "{text}");
+        }
+    }
+
+    /// A block's classes by the code the CPU runs (AVX2 where it has it).
+    #[multiversion::multiversion(targets("x86_64+avx2"))]
+    fn vector_classes(block: &[u8; 64], leads: Option<&Leads>) -> Classes {
+        multiversion::target::match_target! {
+            "x86_64+avx2" => avx2::classes(block, leads),
+            _ => Classes::of(block, leads),
+        }
+    }
+
+    #[test]
+    fn every_byte_is_classed_alike_by_the_vector_and_the_plain_code() {
+        let leads = Leads { first: ByteSet::new(*b"aA-\x80"), second: ByteSet::new(*b"zZ\x7f\x05") };
+        for b in 0..=255u8 {
+            for at in 0..64 {
+                let mut block = [b'a'; 64];
+                block[at] = b;
+                for leads in [None, Some(&leads)] {
+                    assert_eq!(vector_classes(&block, leads), Classes::of(&block, leads), "{b:#x} at {at}");
+                }
+            }
         }
     }
 
