@@ -61,6 +61,17 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
     let url = format!("https://api.test:{p}");
     // Built at run time so the repository itself holds no credential-shaped text.
     let gh_body = format!("t={}_{}", "ghp", "0123456789abcdefghijABCDEFGHIJ012345");
+    // The held token with its case changed, and its hex in upper case: the scan matches both
+    // without a lower-cased copy of the input.
+    let upper_body = format!("data={}", TOKEN.to_uppercase());
+    let upper_hex = hex::encode_upper(TOKEN);
+    // A wide rule's keyword in mixed case, far from the header it governs: the prescan's pass
+    // finds where it could start.
+    let curl_body = format!(
+        "cUrL -s https://api.example.test/v1 \\\n{} -H \"Authorization: Bearer {}\"",
+        "  --retry 3".repeat(12),
+        ["Zq9Xw2Lm", "7Rt4Kp8Vb3"].concat()
+    );
     let cases: Vec<(String, Vec<&str>, &str)> = vec![
         (format!("{url}/path/{TOKEN}"), vec![], "in url"),
         (format!("{url}/q?k={TOKEN}"), vec![], "in url"),
@@ -77,6 +88,9 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
         (format!("{url}/w"), vec!["--data-binary", r#"{"text":"\nCorrecthorsebatterystaple"}"#], "in body"),
         // Not held by the proxy, but shaped like a credential (the shared token rules).
         (format!("{url}/t"), vec!["-d", &gh_body], "in body"),
+        (format!("{url}/c"), vec!["--data-binary", &upper_body], "known-secret in body"),
+        (format!("{url}/q?k={upper_hex}"), vec![], "known-secret in url"),
+        (format!("https://std.test:{p}/c"), vec!["--data-binary", &curl_body], "curl-auth-header in body"),
     ];
     for (u, args, want) in &cases {
         let (code, body) = curl(&proxy, u, args).await;
