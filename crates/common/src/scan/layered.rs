@@ -231,6 +231,17 @@ mod tests {
     }
 
     #[test]
+    fn a_one_byte_wide_keyword_is_found_as_the_last_byte() {
+        let toml = "[[rules]]\nid = \"tail\"\nregex = '''([0-9]{6,}) *~'''\nkeywords = [\"~\"]\nwide = true\n";
+        let rules = Rules::from_gitleaks_toml(toml, false).unwrap();
+        // Ending a block's worth of input (no padding after it), and not.
+        for text in [format!("{}123456 ~", "x".repeat(56)), "code 123456 ~".into(), "code 123456 ~ and more".into()] {
+            let found = scan_outbound(Some(&rules), None, Mode::Standard, text.as_bytes());
+            assert_eq!(found.iter().map(|f| f.rule_id.as_str()).collect::<Vec<_>>(), ["tail"], "{text:?}");
+        }
+    }
+
+    #[test]
     fn every_byte_reads_what_the_windows_pass_over() {
         // A token's shape with a body of lower-case letters only: no run the windows look at.
         let text = format!("{}_{}", "gho", "abcdefghijklmnopqrstuvwxyzabcd");

@@ -291,20 +291,6 @@ struct Classes {
 }
 
 impl Classes {
-    /// A block of spaces (what lies beyond the input's ends).
-    const SPACES: Classes = Classes {
-        digit: 0,
-        upper: 0,
-        lower: 0,
-        percent: 0,
-        backslash: 0,
-        ntr: 0,
-        brk: u64::MAX,
-        end: u64::MAX,
-        first: 0,
-        second: 0,
-    };
-
     /// Byte by byte: the code for CPUs without AVX2, and the reference for the vector code.
     #[inline(always)]
     fn of(block: &[u8; 64], leads: Option<&Leads>) -> Classes {
@@ -363,6 +349,9 @@ fn blocks(data: &[u8], leads: Option<&Leads>) -> Blocks {
 fn blocks_by(data: &[u8], classes: impl Fn(&[u8; 64]) -> Classes) -> Blocks {
     let n = data.len().div_ceil(64);
     let mut out = Blocks { blocks: vec![Block::default(); n], digits: vec![0; n], leads: Vec::new() };
+    // What lies beyond the input's ends: spaces, classed as any block is (a space may be in the
+    // leads' second set).
+    let spaces = classes(&[b' '; 64]);
     let classes_at = |k: usize| match data.get(64 * k..).and_then(<[u8]>::first_chunk::<64>) {
         Some(block) => classes(block),
         None if 64 * k < data.len() => {
@@ -370,9 +359,9 @@ fn blocks_by(data: &[u8], classes: impl Fn(&[u8; 64]) -> Classes) -> Blocks {
             padded[..data.len() - 64 * k].copy_from_slice(&data[64 * k..]);
             classes(&padded)
         }
-        None => Classes::SPACES,
+        None => spaces,
     };
-    let (mut prev, mut cur) = (Classes::SPACES, classes_at(0));
+    let (mut prev, mut cur) = (spaces, classes_at(0));
     for (k, (b, digits)) in out.blocks.iter_mut().zip(&mut out.digits).enumerate() {
         let next = classes_at(k + 1);
         let mut lead;
