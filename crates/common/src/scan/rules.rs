@@ -10,7 +10,9 @@
 
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::{Automaton, OverlappingState};
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, Input, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
@@ -285,7 +287,6 @@ struct Rule {
     path: Option<Regex>,
     secret_group: Option<usize>,
     entropy: Option<f64>,
-    has_keywords: bool,
     allowlists: Vec<Allowlist>,
     low_confidence: Vec<Allowlist>,
     strict_only: bool,
@@ -299,8 +300,9 @@ struct Rule {
 #[derive(Debug)]
 pub struct Rules {
     rules: Vec<Rule>,
-    /// Keyword automaton; pattern i belongs to rule `keyword_rule[i]`.
-    keywords: Option<AhoCorasick>,
+    /// Keyword automaton, a DFA (the fastest to step through, and one [`Rules::keyword_hits`]
+    /// steps through itself); pattern i belongs to rule `keyword_rule[i]`.
+    keywords: Option<DFA>,
     keyword_rule: Vec<usize>,
     /// Rules that run on every input (no keywords).
     always: Vec<usize>,
@@ -451,7 +453,6 @@ impl Rules {
                 path,
                 secret_group: raw.secret_group,
                 entropy: raw.entropy,
-                has_keywords: !keywords.is_empty(),
                 allowlists,
                 low_confidence,
                 strict_only: raw.strict_only,
@@ -498,11 +499,9 @@ impl Rules {
             None
         } else {
             Some(
-                AhoCorasickBuilder::new()
+                DFA::builder()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
-                    // A few dozen short keywords: a full DFA is small and the fastest to run.
-                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&patterns)
                     .map_err(|e| ScanError::Toml(format!("keywords: {e}")))?,
             )
@@ -544,7 +543,8 @@ impl Rules {
     /// keywords): a cheap test to skip work on text that cannot hold a finding. Keywords never
     /// span lines, so this also holds for any selection of `data`'s lines.
     pub fn may_match(&self, data: &[u8]) -> bool {
-        !self.always.is_empty() || self.keywords.as_ref().is_some_and(|ac| ac.is_match(data))
+        !self.always.is_empty()
+            || self.keywords.as_ref().is_some_and(|dfa| dfa.try_find(&Input::new(data)).is_ok_and(|m| m.is_some()))
     }
 
     /// As [`Rules::may_match`], looking inside encoded text as well: false only when no keyword
@@ -612,18 +612,20 @@ impl Rules {
         windows: Option<(&[Window], &[usize])>,
         out: &mut Vec<Finding>,
     ) {
+        let mut candidates = Vec::new();
         let Some((windows, leads)) = windows else {
-            self.scan_range(data, (0, data.len()), &self.candidates(data, strict), ctx, strict, out);
+            self.candidates(&self.keyword_hits_anywhere(data), strict, |_| true, &mut candidates);
+            self.scan_range(data, (0, data.len()), &candidates, ctx, strict, out);
             return;
         };
         let wide = self.wide_candidates(data, leads, strict);
         if !wide.is_empty() {
             self.scan_range(data, (0, data.len()), &wide, ctx, strict, out);
         }
-        for w in windows {
-            let mut local = self.candidates(&data[w.start..w.end], strict);
-            local.retain(|&i| !self.rules[i].wide && self.rules[i].min_run <= w.longest_run);
-            self.scan_range(data, (w.start, w.end), &local, ctx, strict, out);
+        let hits = self.keyword_hits(data, windows);
+        for (w, hits) in windows.iter().zip(hits.chunks(self.hit_words())) {
+            self.candidates(hits, strict, |r| !r.wide && r.min_run <= w.longest_run, &mut candidates);
+            self.scan_range(data, (w.start, w.end), &candidates, ctx, strict, out);
         }
     }
 
@@ -763,36 +765,94 @@ impl Rules {
         // A generic finding inside a specific one is the same secret: keep the specific id.
     }
 
-    /// Indices of the rules whose keywords occur in `data` (plus keyword-less rules), in
-    /// rule order; strict-only rules only when `strict`.
-    fn candidates(&self, data: &[u8], strict: bool) -> Vec<usize> {
-        let mut hit = vec![false; self.rules.len()];
-        for &i in self.always.iter().chain(if strict { &self.strict_always[..] } else { &[] }) {
-            hit[i] = true;
-        }
-        if let Some(ac) = &self.keywords {
-            let mut remaining = self.rules.iter().filter(|r| r.has_keywords).count();
-            for m in ac.find_overlapping_iter(data) {
-                let r = self.keyword_rule[m.pattern().as_usize()];
-                if !hit[r] {
-                    hit[r] = true;
-                    remaining -= 1;
-                    if remaining == 0 {
-                        break;
+    /// How many u64s hold a bit per rule.
+    fn hit_words(&self) -> usize {
+        self.rules.len().div_ceil(64)
+    }
+
+    /// For each of `windows`, a bit per rule whose keyword occurs in it ([`Rules::hit_words`]
+    /// u64s a window). The keyword automaton steps through four windows at once: each step
+    /// waits on a read of its table (larger than the nearest cache), and the steps of different
+    /// windows do not wait on each other, as those of one window at a time would.
+    fn keyword_hits(&self, data: &[u8], windows: &[Window]) -> Vec<u64> {
+        const LANES: usize = 4;
+        let words = self.hit_words();
+        let mut hits = vec![0u64; windows.len() * words];
+        let Some(dfa) = &self.keywords else { return hits };
+        let Ok(start) = dfa.start_state(Anchored::No) else { return hits };
+        for (group, hits) in windows.chunks(LANES).zip(hits.chunks_mut(LANES * words)) {
+            let texts: [&[u8]; LANES] =
+                std::array::from_fn(|j| group.get(j).map_or(&[][..], |w| &data[w.start..w.end]));
+            let mut states = [start; LANES];
+            for i in 0..texts.iter().map(|t| t.len()).max().unwrap_or(0) {
+                for (j, text) in texts.iter().enumerate() {
+                    let Some(&b) = text.get(i) else { continue };
+                    states[j] = dfa.next_state(Anchored::No, states[j], b);
+                    if dfa.is_match(states[j]) {
+                        for m in 0..dfa.match_len(states[j]) {
+                            let r = self.keyword_rule[dfa.match_pattern(states[j], m).as_usize()];
+                            hits[j * words + r / 64] |= 1 << (r % 64);
+                        }
                     }
                 }
             }
         }
-        hit.iter()
-            .enumerate()
-            .filter_map(|(i, &h)| (h && (strict || !self.rules[i].strict_only)).then_some(i))
-            .collect()
+        hits
+    }
+
+    /// A bit per rule whose keyword occurs anywhere in `data`, by the library's overlapping
+    /// search (whose prefilter skips ahead to where a keyword could start).
+    fn keyword_hits_anywhere(&self, data: &[u8]) -> Vec<u64> {
+        let mut hits = vec![0u64; self.hit_words()];
+        if let Some(dfa) = &self.keywords {
+            let (input, mut state) = (Input::new(data), OverlappingState::start());
+            while dfa.try_find_overlapping(&input, &mut state).is_ok()
+                && let Some(m) = state.get_match()
+            {
+                let r = self.keyword_rule[m.pattern().as_usize()];
+                hits[r / 64] |= 1 << (r % 64);
+            }
+        }
+        hits
+    }
+
+    /// Into `out`, in rule order: the rules `hits` marks ([`Rules::keyword_hits`]) and those
+    /// without keywords, that `keep` keeps; strict-only rules only when `strict`.
+    fn candidates(&self, hits: &[u64], strict: bool, keep: impl Fn(&Rule) -> bool, out: &mut Vec<usize>) {
+        out.clear();
+        out.extend(self.always.iter().chain(if strict { &self.strict_always[..] } else { &[] }));
+        for (k, &word) in hits.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                out.push(64 * k + word.trailing_zeros() as usize);
+                word &= word - 1;
+            }
+        }
+        out.retain(|&i| keep(&self.rules[i]) && (strict || !self.rules[i].strict_only));
+        out.sort_unstable();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keywords_are_found_in_windows_stepped_through_together_as_in_each_alone() {
+        let rules = Rules::builtin();
+        let text = "x PASSWORD= token ghp_ and Key, a CURL -H then apikey and AKIA12, xoxb- SECRET_KEY s. end";
+        let data = text.as_bytes();
+        // Nine windows (not a multiple of the lanes), of other lengths, one empty, some overlapping.
+        let spans =
+            [(0, 12), (5, 40), (40, 40), (30, 31), (0, data.len()), (60, 75), (70, data.len()), (2, 9), (50, 88)];
+        let windows: Vec<Window> = spans.iter().map(|&(start, end)| Window { start, end, longest_run: 0 }).collect();
+        let hits = rules.keyword_hits(data, &windows);
+        for (w, hits) in windows.iter().zip(hits.chunks(rules.hit_words())) {
+            let alone = rules.keyword_hits_anywhere(&data[w.start..w.end]);
+            assert_eq!(hits, &alone[..], "{:?}", &text[w.start..w.end]);
+        }
+        assert!(rules.keyword_hits_anywhere(data).iter().map(|w| w.count_ones()).sum::<u32>() > 5);
+    }
 
     /// Fake, format-valid values are assembled at runtime so this source stays clean.
     fn fake(prefix: &str, alphabet: &str, n: usize) -> String {
