@@ -7,8 +7,9 @@
 //! case-insensitively: upper-, lower- and mixed-case hex and escapes, and the value with its
 //! case changed (a lower-case hex token sent upper-case is the same token). Any other mix of
 //! encoded and plain characters, and encodings of encodings, are found by scanning what the
-//! input decodes to ([`super::layered`]). Values shorter than [`KnownSecrets::MIN_LEN`] bytes are ignored:
-//! they would match ordinary text and their encodings are too short to mean anything.
+//! input decodes to ([`super::layered`]). Values shorter than [`KnownSecrets::MIN_LEN`] bytes
+//! are ignored: they would match ordinary text and their encodings are too short to mean
+//! anything.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
@@ -160,7 +161,7 @@ impl KnownSecrets {
 
     pub(crate) fn scan_into(&self, data: &[u8], out: &mut Vec<Finding>) {
         if let Some(ac) = &self.ac {
-            Self::push(ac, data, data, 0, out);
+            Self::push(ac, data, 0..data.len(), out);
         }
     }
 
@@ -175,18 +176,18 @@ impl KnownSecrets {
         }
         if let Some(ac) = &self.in_runs {
             for &(s, e) in runs {
-                Self::push(ac, data, &data[s..e], s, out);
+                Self::push(ac, data, s..e, out);
             }
         }
         if let Some(ac) = &self.elsewhere {
-            Self::push(ac, data, data, 0, out);
+            Self::push(ac, data, 0..data.len(), out);
         }
     }
 
-    /// Every match of `ac` in `hay` (which starts at `offset` in `data`).
-    fn push(ac: &AhoCorasick, data: &[u8], hay: &[u8], offset: usize, out: &mut Vec<Finding>) {
-        for m in ac.find_iter(hay) {
-            let (start, end) = (offset + m.start(), offset + m.end());
+    /// Every match of `ac` in `data[range]`.
+    fn push(ac: &AhoCorasick, data: &[u8], range: std::ops::Range<usize>, out: &mut Vec<Finding>) {
+        for m in ac.find_iter(aho_corasick::Input::new(data).range(range)) {
+            let (start, end) = (m.start(), m.end());
             out.push(Finding {
                 rule_id: KNOWN_SECRET_ID.to_string(),
                 start,
