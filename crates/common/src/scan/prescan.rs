@@ -140,7 +140,22 @@ fn hex_pair(run: &[u8]) -> bool {
 
 /// The hex chain starting with the run `data[start..end]` (whose tail after its last
 /// non-alphanumeric byte is a hex pair): its span if it has 8 or more pairs.
+#[inline(always)]
 fn chain_from(data: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
+    // What most runs fail on first, read from their last three bytes: a pair's two hex
+    // digits, and before them a break, `x` or the run's start (not a longer word or number,
+    // `4096`).
+    let back = |i: usize| (end - start >= i).then(|| data[end - i]);
+    let hex = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_hexdigit());
+    if !hex(back(1)) || !hex(back(2)) || back(3).is_some_and(|b| b.is_ascii_alphanumeric() && b | 0x20 != b'x') {
+        return None;
+    }
+    chain_from_pair(data, start, end)
+}
+
+/// [`chain_from`], past its first test.
+#[inline(never)]
+fn chain_from_pair(data: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
     let run = &data[start..end];
     // A pair is at most 4 bytes (`0x41`): only the run's last 5 can hold it and what parts it.
     let last = run.len().saturating_sub(5);
@@ -943,6 +958,19 @@ mod tests {
         );
         assert!(find("74 6f 6b 2d 6c 69 76").is_empty(), "seven pairs");
         assert!(find("an ox is at my door in the barn at 10 am").is_empty());
+    }
+
+    #[test]
+    fn the_first_test_of_a_chain_passes_every_run_that_starts_one() {
+        let mut r = crate::scan::corpus::FakeRng::new(5);
+        let bytes = b"0x4aAfg9 ,:\\";
+        for _ in 0..20_000 {
+            let text: Vec<u8> =
+                (0..r.below(12)).map(|_| bytes[r.below(bytes.len())]).chain(*b" 4b 4c 4d 4e 4f 50 51 52").collect();
+            let end = r.below(text.len() + 1);
+            let start = r.below(end + 1);
+            assert_eq!(chain_from(&text, start, end), chain_from_pair(&text, start, end), "{:?}", &text[start..end]);
+        }
     }
 
     #[test]
