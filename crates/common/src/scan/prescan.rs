@@ -640,8 +640,8 @@ mod avx2 {
         match leads {
             Some(leads) => blocks_with::<true>(data, leads, sink),
             None => {
-                let none = Leads { first: ByteSet::new([]), second: ByteSet::new([]) };
-                blocks_with::<false>(data, &none, sink)
+                const NONE: Leads = Leads { first: ByteSet::of(&[false; 256]), second: ByteSet::of(&[false; 256]) };
+                blocks_with::<false>(data, &NONE, sink)
             }
         }
     }
