@@ -5,9 +5,10 @@
 //! high confidence must, every base64 of text, hex and percent-encoding does. (A capital that
 //! starts an ordinary word, `The` or `Connection`, does not count: a token with one there has a
 //! digit or another capital too.) So the pass classifies the bytes 64 at a time, in vector
-//! instructions, into bit masks (anchors, breaks, digits), and jumps from anchor to anchor and
-//! from an anchor to the breaks either side of it by bit scans; only a run's tail is read byte by
-//! byte (for a hex chain). Prose, with few digits and capitals, is mostly skipped.
+//! instructions, into bit masks (anchors, breaks, digits), and, 4 KiB at a time while those
+//! bytes are still in cache, jumps from anchor to anchor and from an anchor to the breaks either
+//! side of it by bit scans; only a run's last bytes are read one by one (for a hex chain). Prose,
+//! with few digits and capitals, is mostly skipped.
 //!
 //! It finds:
 //! - runs: the maximal stretches without a break that hold an anchor, [`MIN_RUN`] or more long;
