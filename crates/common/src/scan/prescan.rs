@@ -647,6 +647,7 @@ mod avx2 {
         }
     }
 
+    /// [`blocks`] with leads (`LEADS`, from `leads`) or without (no lead code at all).
     #[inline]
     #[target_feature(enable = "avx2,popcnt")]
     fn blocks_with<const LEADS: bool>(
