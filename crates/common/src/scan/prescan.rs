@@ -232,14 +232,14 @@ impl Runs<'_> {
     #[inline(always)]
     fn block(&mut self, k: usize, b: Block, earlier: &[Block]) {
         let base = 64 * k;
-        loop {
-            if let Some(start) = self.open {
-                if b.brk == 0 {
-                    return;
-                }
-                self.open = None;
-                self.close(start, base + b.brk.trailing_zeros() as usize);
+        if let Some(start) = self.open {
+            if b.brk == 0 {
+                return;
             }
+            self.open = None;
+            self.close(start, base + b.brk.trailing_zeros() as usize);
+        }
+        loop {
             let from = self.pos.saturating_sub(base);
             let anchors = if from < 64 { b.anchor & (u64::MAX << from) } else { 0 };
             if anchors == 0 {
@@ -376,6 +376,13 @@ fn block(prev: &Classes, cur: &Classes, next: &Classes) -> (Block, u64) {
     (Block { anchor: cur.digit | cur.percent | cur.upper & !word_start, brk: cur.brk }, lead)
 }
 
+/// `rest` (at most `N` bytes: the last of an input) and spaces after it.
+fn padded<const N: usize>(rest: &[u8]) -> [u8; N] {
+    let mut out = [b' '; N];
+    out[..rest.len()].copy_from_slice(rest);
+    out
+}
+
 /// How many blocks are made before they are handed on (4 KiB of input: still in the nearest
 /// cache when the blocks are read).
 const CHUNK: usize = 64;
@@ -409,12 +416,7 @@ fn blocks_by(
     let spaces = classes(&[b' '; 64]);
     let classes_at = |k: usize| match data.get(64 * k..).and_then(<[u8]>::first_chunk::<64>) {
         Some(block) => classes(block),
-        None if 64 * k < data.len() => {
-            let mut padded = [b' '; 64];
-            padded[..data.len() - 64 * k].copy_from_slice(&data[64 * k..]);
-            classes(&padded)
-        }
-        None => spaces,
+        None => classes(&padded(data.get(64 * k..).unwrap_or_default())),
     };
     let (mut prev, mut cur) = (spaces, classes_at(0));
     hand_on(data.len(), sink, |k| {
@@ -462,11 +464,11 @@ mod avx2 {
         _mm256_srli_epi16,
     };
 
-    use super::{BREAKS, Block, ByteSet, Leads, hand_on};
+    use super::{BREAKS, Block, ByteSet, Leads, hand_on, padded};
 
     // The classes a byte's neighbours are read for, a bit each, as pairs of nibble tables give
-    // them: a byte is in a class when the class's bit is set both in `FLAGS_LOW` at its low
-    // nibble and in `FLAGS_HIGH` at its high nibble. Each class is one such rectangle (a set of
+    // them: a byte is in a class when the class's bit is set both in the low table of [`FLAGS`]
+    // at its low nibble and in the high table at its high nibble. Each class is one such rectangle (a set of
     // high nibbles by a set of low ones), so each is held exactly.
     const DIGIT: u8 = 1; // 0x30..=0x39
     const UPPER_A: u8 = 2; // 0x41..=0x4f
@@ -503,17 +505,20 @@ mod avx2 {
             let (class, highs, lows) = RECTANGLES[r];
             let mut i = 0;
             while i < highs.len() {
-                (high[highs[i] as usize], high[16 + highs[i] as usize]) =
-                    (high[highs[i] as usize] | class, high[highs[i] as usize] | class);
+                high[highs[i] as usize] |= class;
                 i += 1;
             }
             let mut i = 0;
             while i < lows.len() {
-                (low[lows[i] as usize], low[16 + lows[i] as usize]) =
-                    (low[lows[i] as usize] | class, low[lows[i] as usize] | class);
+                low[lows[i] as usize] |= class;
                 i += 1;
             }
             r += 1;
+        }
+        let mut i = 0;
+        while i < 16 {
+            (low[16 + i], high[16 + i]) = (low[i], high[i]);
+            i += 1;
         }
         (low, high)
     }
@@ -659,11 +664,7 @@ mod avx2 {
         // beyond the input's ends.
         let spaces = Half::of::<LEADS>(&[b' '; 32], leads);
         let mut halves = data.chunks_exact(32);
-        let mut last = (!halves.remainder().is_empty()).then(|| {
-            let mut padded = [b' '; 32];
-            padded[..halves.remainder().len()].copy_from_slice(halves.remainder());
-            Half::of::<LEADS>(&padded, leads)
-        });
+        let mut last = (!halves.remainder().is_empty()).then(|| Half::of::<LEADS>(&padded(halves.remainder()), leads));
         let mut next_half = || match halves.next().and_then(|h| h.first_chunk::<32>()) {
             Some(bytes) => Half::of::<LEADS>(bytes, leads),
             None => last.take().unwrap_or(spaces),
