@@ -19,9 +19,12 @@ pub const IBAN_ID: &str = "iban";
 pub const BITCOIN_ADDRESS_ID: &str = "bitcoin-address";
 pub const BITCOIN_KEY_ID: &str = "bitcoin-private-key";
 
-/// Digits in groups parted by single spaces or dashes, where card numbers are looked for.
-static DIGIT_GROUPS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?-u)[0-9]+(?:[ -][0-9]+)*").unwrap_or_else(|e| panic!("digit groups pattern: {e}")));
+/// Digits in groups parted by single spaces or dashes, 13 digits or more (a card's fewest),
+/// where card numbers are looked for: each match is a longest such stretch. (Shorter stretches,
+/// every number in a text, are passed over inside the regex's automaton, not stopped at.)
+static DIGIT_GROUPS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?-u)[0-9](?:[ -]?[0-9]){12,}").unwrap_or_else(|e| panic!("digit groups pattern: {e}"))
+});
 
 /// Appends the payment data in `data` (strict mode's own findings: [`Confidence::Low`]). IBANs,
 /// Bitcoin addresses and keys are letters and digits without a break, so they lie inside the
@@ -38,7 +41,7 @@ pub(crate) fn scan_into(data: &[u8], pre: &Prescan, out: &mut Vec<Finding>) {
         });
     };
     for (s, e) in card_regions(data, &pre.digits) {
-        for m in DIGIT_GROUPS.find_iter(&data[s..e]).filter(|m| m.len() >= 13) {
+        for m in DIGIT_GROUPS.find_iter(&data[s..e]) {
             for (start, end) in cards_in(data, s + m.start(), s + m.end()) {
                 push(CARD_ID, start, end);
             }
