@@ -224,7 +224,7 @@ pub fn families() -> Vec<Family> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::Rules;
+    use crate::scan::{Mode, Rules, scan_outbound};
 
     #[test]
     fn every_family_is_found_by_its_rule_and_only_it() {
@@ -237,13 +237,18 @@ mod tests {
             for f in &fams {
                 assert!(ids.contains(&f.rule_id), "{} is not a built-in rule", f.rule_id);
                 let (line, value) = f.line(&mut rng);
-                let found = rules.scan(line.as_bytes());
-                let got: Vec<(&str, &str)> =
-                    found.iter().map(|x| (x.rule_id.as_str(), &line[x.start..x.end])).collect();
-                assert!(
-                    got.len() == 1 && got[0].0 == f.rule_id && value.contains(got[0].1),
-                    "seed {seed} line {line:?}: {got:?}"
-                );
+                // As the git gate reads, and as egress DLP does (only around what looks like a
+                // credential: each rule's `minRun` must hold for its family).
+                for found in
+                    [rules.scan(line.as_bytes()), scan_outbound(Some(rules), None, Mode::Standard, line.as_bytes())]
+                {
+                    let got: Vec<(&str, &str)> =
+                        found.iter().map(|x| (x.rule_id.as_str(), &line[x.start..x.end])).collect();
+                    assert!(
+                        got.len() == 1 && got[0].0 == f.rule_id && value.contains(got[0].1),
+                        "seed {seed} line {line:?}: {got:?}"
+                    );
+                }
             }
         }
     }

@@ -934,6 +934,29 @@ mod tests {
         assert!(Rules::builtin().scan(b"id: AAAAB3NzaC1yc2EAAAADAQABAAABAQ\n").is_empty());
     }
 
+    /// The built-in rules with a `minRun` are still found as egress DLP reads, which runs them
+    /// only around a run that long: each match lies whole in one run.
+    #[test]
+    fn min_run_rules_are_found_around_their_runs() {
+        for (text, rule) in [
+            (format!("vault login {}\n", fake("s.", ALNUM, 24)), "vault-service-token"),
+            (format!("VAULT_TOKEN={}", fake("hvs.", ALNUM, 95)), "vault-service-token"),
+            (format!("twilio {}", fake("SK", "0123456789abcdef", 32)), "twilio-api-key"),
+            (format!("mailgun: {}", fake("key-", "0123456789abcdef", 32)), "mailgun-private-api-token"),
+        ] {
+            let found = super::super::scan_outbound(
+                Some(Rules::builtin()),
+                None,
+                super::super::Mode::Standard,
+                text.as_bytes(),
+            );
+            assert_eq!(found.iter().map(|f| f.rule_id.as_str()).collect::<Vec<_>>(), [rule], "{text}");
+        }
+        let min_run = |id: &str| Rules::builtin().rules.iter().find(|r| r.id == id).map(|r| r.min_run);
+        let ids = ["vault-service-token", "twilio-api-key", "mailgun-private-api-token"];
+        assert_eq!(ids.map(min_run), [Some(26), Some(34), Some(36)]);
+    }
+
     #[test]
     fn builtin_compiles_with_many_families() {
         let r = Rules::builtin();
