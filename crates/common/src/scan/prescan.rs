@@ -847,6 +847,29 @@ mod tests {
         }
     }
 
+    /// Over inputs of several chunks of blocks, of every length around a chunk's: the vector
+    /// code, which works a chunk at a time, agrees with the plain code on every block.
+    #[test]
+    fn the_vector_code_agrees_with_the_plain_code_across_chunks() {
+        let mut r = crate::scan::corpus::FakeRng::new(3);
+        let leads = Leads { first: ByteSet::new(*b"cC-"), second: ByteSet::new(*b"uU-") };
+        let pieces = ["The ", "curl ", "\\n", "x9", "AB", "-", "\"", " ", "Zq9", "41 ", "%2F", "word"];
+        for case in 0..300 {
+            let len = match case % 3 {
+                0 => 64 * CHUNK - 40 + r.below(80),
+                1 => 2 * 64 * CHUNK - 40 + r.below(80),
+                _ => r.below(4 * 64 * CHUNK),
+            };
+            let mut text = String::new();
+            while text.len() < len {
+                text.push_str(pieces[r.below(pieces.len())]);
+            }
+            let data = &text.as_bytes()[..len];
+            assert_eq!(blocks(data, None), plain_blocks(data, None), "case {case}, {len} bytes");
+            assert_eq!(blocks(data, Some(&leads)), plain_blocks(data, Some(&leads)), "case {case} with leads");
+        }
+    }
+
     /// The bytes from `from` on (of `len`) whose bit `mask` sets, by the blocks' bit scan.
     fn set_bits(blocks: &[Block], len: usize, mask: fn(&Block) -> u64, from: usize) -> Vec<usize> {
         std::iter::successors(next_bit(blocks, mask, from), |&p| next_bit(blocks, mask, p + 1))
