@@ -296,6 +296,42 @@ struct Rule {
     min_run: usize,
 }
 
+/// How many of a keyword's first bytes [`Prefixes`] looks for.
+const PREFIX: usize = 4;
+
+/// The keywords by their first [`PREFIX`] bytes: an automaton of those (smaller than one of
+/// the whole keywords, and what it finds is only a few bytes long), and for each of its
+/// patterns, the keywords that start so (lower case) with their rules.
+#[derive(Debug)]
+struct Prefixes {
+    dfa: DFA,
+    keywords: Vec<Vec<(Vec<u8>, usize)>>,
+}
+
+impl Prefixes {
+    fn new(patterns: &[String], keyword_rule: &[usize]) -> Result<Option<Prefixes>, ScanError> {
+        let (mut heads, mut keywords): (Vec<&[u8]>, Vec<Vec<(Vec<u8>, usize)>>) = (Vec::new(), Vec::new());
+        for (p, &r) in patterns.iter().zip(keyword_rule) {
+            let head = &p.as_bytes()[..p.len().min(PREFIX)];
+            let i = heads.iter().position(|&h| h == head).unwrap_or_else(|| {
+                heads.push(head);
+                keywords.push(Vec::new());
+                heads.len() - 1
+            });
+            keywords[i].push((p.as_bytes().to_vec(), r));
+        }
+        if heads.is_empty() {
+            return Ok(None);
+        }
+        let dfa = DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&heads)
+            .map_err(|e| ScanError::Toml(format!("keywords: {e}")))?;
+        Ok(Some(Prefixes { dfa, keywords }))
+    }
+}
+
 /// A compiled rule set. Build once and share: scanning takes `&self` and is thread-safe.
 #[derive(Debug)]
 pub struct Rules {
@@ -304,6 +340,8 @@ pub struct Rules {
     /// steps through itself); pattern i belongs to rule `keyword_rule[i]`.
     keywords: Option<DFA>,
     keyword_rule: Vec<usize>,
+    /// The keywords' first [`PREFIX`] bytes, for [`Rules::keyword_hits`].
+    prefixes: Option<Prefixes>,
     /// Rules that run on every input (no keywords).
     always: Vec<usize>,
     /// Strict-only rules without keywords: they run on every input in strict mode.
@@ -507,6 +545,7 @@ impl Rules {
             )
         };
         Ok(Rules {
+            prefixes: Prefixes::new(&patterns, &keyword_rule)?,
             rules,
             keywords,
             keyword_rule,
@@ -771,28 +810,59 @@ impl Rules {
     }
 
     /// For each of `windows`, a bit per rule whose keyword occurs in it ([`Rules::hit_words`]
-    /// u64s a window). The keyword automaton steps through four windows at once: each step
-    /// waits on a read of its table (larger than the nearest cache), and the steps of different
-    /// windows do not wait on each other, as those of one window at a time would.
+    /// u64s a window). The automaton of the keywords' first bytes ([`Prefixes`]) steps through
+    /// each window, and each keyword whose first bytes it finds is compared whole. Each step
+    /// waits on two reads (the byte's class, then the next state), so a window is cut into
+    /// [`LANES`] pieces of one length, overlapping by [`PREFIX`] bytes less one (each keyword's
+    /// first bytes lie whole in one of them), and the automaton steps through them side by
+    /// side: the steps of different pieces do not wait on each other.
     fn keyword_hits(&self, data: &[u8], windows: &[Window]) -> Vec<u64> {
         const LANES: usize = 4;
         let words = self.hit_words();
         let mut hits = vec![0u64; windows.len() * words];
-        let Some(dfa) = &self.keywords else { return hits };
+        let Some(Prefixes { dfa, keywords }) = &self.prefixes else { return hits };
         let Ok(start) = dfa.start_state(Anchored::No) else { return hits };
-        for (group, hits) in windows.chunks(LANES).zip(hits.chunks_mut(LANES * words)) {
-            let texts: [&[u8]; LANES] =
-                std::array::from_fn(|j| group.get(j).map_or(&[][..], |w| &data[w.start..w.end]));
-            let mut states = [start; LANES];
-            for i in 0..texts.iter().map(|t| t.len()).max().unwrap_or(0) {
-                for (j, text) in texts.iter().enumerate() {
-                    let Some(&b) = text.get(i) else { continue };
-                    states[j] = dfa.next_state(Anchored::No, states[j], b);
-                    if dfa.is_match(states[j]) {
-                        for m in 0..dfa.match_len(states[j]) {
-                            let r = self.keyword_rule[dfa.match_pattern(states[j], m).as_usize()];
-                            hits[j * words + r / 64] |= 1 << (r % 64);
+        let overlap = PREFIX - 1;
+        for (w, hits) in windows.iter().zip(hits.chunks_mut(words)) {
+            let text = &data[w.start..w.end];
+            // The keywords whose first bytes end before `end` in the match state `state`.
+            let mut found = |state, end: usize| {
+                for m in 0..dfa.match_len(state) {
+                    let p = dfa.match_pattern(state, m);
+                    let from = end - dfa.pattern_len(p);
+                    for (keyword, r) in &keywords[p.as_usize()] {
+                        if text[from..].get(..keyword.len()).is_some_and(|t| t.eq_ignore_ascii_case(keyword)) {
+                            hits[r / 64] |= 1 << (r % 64);
                         }
+                    }
+                }
+            };
+            // LANES pieces of `len` bytes, the last ending where the text does.
+            let len = (text.len() + (LANES - 1) * overlap).div_ceil(LANES);
+            if len + overlap >= text.len() {
+                let mut state = start;
+                for (i, &b) in text.iter().enumerate() {
+                    state = dfa.next_state(Anchored::No, state, b);
+                    if dfa.is_match(state) {
+                        found(state, i + 1);
+                    }
+                }
+                continue;
+            }
+            let from: [usize; LANES] = std::array::from_fn(|j| (j * (len - overlap)).min(text.len() - len));
+            let piece = |j: usize| &text[from[j]..from[j] + len];
+            let mut states = [start; LANES];
+            for (i, (((&a, &b), &c), &d)) in piece(0).iter().zip(piece(1)).zip(piece(2)).zip(piece(3)).enumerate() {
+                let [s0, s1, s2, s3] = states;
+                states = [
+                    dfa.next_state(Anchored::No, s0, a),
+                    dfa.next_state(Anchored::No, s1, b),
+                    dfa.next_state(Anchored::No, s2, c),
+                    dfa.next_state(Anchored::No, s3, d),
+                ];
+                if states.iter().any(|&s| dfa.is_match(s)) {
+                    for (j, &s) in states.iter().enumerate().filter(|&(_, &s)| dfa.is_match(s)) {
+                        found(s, from[j] + i + 1);
                     }
                 }
             }
@@ -852,6 +922,20 @@ mod tests {
             assert_eq!(hits, &alone[..], "{:?}", &text[w.start..w.end]);
         }
         assert!(rules.keyword_hits_anywhere(data).iter().map(|w| w.count_ones()).sum::<u32>() > 5);
+        // Every window of a text full of keywords (long and short, in other cases, cut short
+        // at the window's end), as many at once as fit: each keyword at every place of the
+        // pieces a window is stepped through in.
+        let text = "GitHub_PAT_x hooks.slack.com S. sk_live_ pypi-AgEIcHlwaS5vcmc PYPI-agei Datadog -----BEGIN sg.";
+        let data = text.as_bytes();
+        for start in 0..40 {
+            let windows: Vec<Window> =
+                (start + 1..=data.len()).map(|end| Window { start, end, longest_run: 0 }).collect();
+            let hits = rules.keyword_hits(data, &windows);
+            for (w, hits) in windows.iter().zip(hits.chunks(rules.hit_words())) {
+                let alone = rules.keyword_hits_anywhere(&data[w.start..w.end]);
+                assert_eq!(hits, &alone[..], "{:?}", &text[w.start..w.end]);
+            }
+        }
     }
 
     /// Fake, format-valid values are assembled at runtime so this source stays clean.
