@@ -216,12 +216,25 @@ struct Runs<'a> {
 }
 
 impl Runs<'_> {
-    /// Takes the anchors of `blocks`, the first of which is block `k`.
+    /// Takes the anchors of `blocks`, the first of which is block `k`: the blocks with anchors
+    /// are found from a bit each (about half of them, in no order a branch could foresee), and
+    /// while a run is open, the first block with a break.
     fn chunk(&mut self, k: usize, blocks: &[Block]) {
-        for (i, &b) in blocks.iter().enumerate() {
-            if b.anchor != 0 || self.open.is_some() {
-                self.block(k + i, b, &blocks[..i]);
+        let mut todo = blocks.iter().enumerate().fold(0u64, |m, (i, b)| m | u64::from(b.anchor != 0) << i);
+        let mut from = 0;
+        loop {
+            if self.open.is_some() {
+                // The blocks up to the next break lie in the open run, anchors and all.
+                let Some(j) = blocks[from..].iter().position(|b| b.brk != 0).map(|j| from + j) else { break };
+                todo = todo & (u64::MAX << j) | 1 << j;
             }
+            if todo == 0 {
+                break;
+            }
+            let i = todo.trailing_zeros() as usize;
+            todo &= todo - 1;
+            self.block(k + i, blocks[i], &blocks[..i]);
+            from = i + 1;
         }
         self.last_brk = last_break(k, blocks).or(self.last_brk);
     }
