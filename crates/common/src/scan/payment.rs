@@ -115,8 +115,8 @@ fn cards_in(data: &[u8], start: usize, end: usize) -> Vec<(usize, usize)> {
 /// Where in `data` a card number can be: around each two consecutive 64-byte blocks that hold
 /// 13 digits or more between them (a card spans at most [`CARD_SPAN`] bytes, so it lies in two),
 /// widened by a card's span on each side, merged where they meet. The prescan counted each
-/// block's digits; text with few digits (prose, most JSON) has no such place, and the regex,
-/// whose search stops at every digit, reads none of it.
+/// block's digits; text with few digits (prose, most JSON) has no such place, and the regex
+/// reads none of it.
 fn card_regions(data: &[u8], digits: &[u8]) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
     for (i, &n) in digits.iter().enumerate() {
