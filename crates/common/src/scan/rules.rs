@@ -336,8 +336,9 @@ impl Prefixes {
 #[derive(Debug)]
 pub struct Rules {
     rules: Vec<Rule>,
-    /// Keyword automaton, a DFA (the fastest to step through, and one [`Rules::keyword_hits`]
-    /// steps through itself); pattern i belongs to rule `keyword_rule[i]`.
+    /// Keyword automaton, a DFA, for a search over all of an input
+    /// ([`Rules::keyword_hits_anywhere`], [`Rules::may_match`]); pattern i belongs to rule
+    /// `keyword_rule[i]`.
     keywords: Option<DFA>,
     keyword_rule: Vec<usize>,
     /// The keywords' first [`PREFIX`] bytes, for [`Rules::keyword_hits`].
@@ -825,7 +826,8 @@ impl Rules {
         let overlap = PREFIX - 1;
         for (w, hits) in windows.iter().zip(hits.chunks_mut(words)) {
             let text = &data[w.start..w.end];
-            // The keywords whose first bytes end before `end` in the match state `state`.
+            // Marks the rules of the keywords that lie whole in the window from where a
+            // pattern of the match state `state`, ending before `end`, starts.
             let mut found = |state, end: usize| {
                 for m in 0..dfa.match_len(state) {
                     let p = dfa.match_pattern(state, m);
