@@ -305,12 +305,15 @@ const PREFIX: usize = 4;
 #[derive(Debug)]
 struct Prefixes {
     dfa: DFA,
-    keywords: Vec<Vec<(Vec<u8>, usize)>>,
+    keywords: Vec<Vec<Keyword>>,
 }
+
+/// A keyword (lower case) and its rule.
+type Keyword = (Vec<u8>, usize);
 
 impl Prefixes {
     fn new(patterns: &[String], keyword_rule: &[usize]) -> Result<Option<Prefixes>, ScanError> {
-        let (mut heads, mut keywords): (Vec<&[u8]>, Vec<Vec<(Vec<u8>, usize)>>) = (Vec::new(), Vec::new());
+        let (mut heads, mut keywords): (Vec<&[u8]>, Vec<Vec<Keyword>>) = (Vec::new(), Vec::new());
         for (p, &r) in patterns.iter().zip(keyword_rule) {
             let head = &p.as_bytes()[..p.len().min(PREFIX)];
             let i = heads.iter().position(|&h| h == head).unwrap_or_else(|| {
