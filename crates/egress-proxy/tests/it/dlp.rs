@@ -72,6 +72,13 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
         "  --retry 3".repeat(12),
         ["Zq9Xw2Lm", "7Rt4Kp8Vb3"].concat()
     );
+    // Rules that run only around a run as long as their token (`minRun`), their short keywords
+    // found by the windowed search, and a card among other numbers (strict mode's payment scan).
+    let vault_body = format!("vault login {}.{}", "s", "Zq9Xw2Lm7Rt4Kp8Vb3Nc6Yd1");
+    let twilio_body = format!("{{\"twilio\":\"{}{}\"}}", "SK", "0123456789abcdef0a1b2c3d4e5f6789");
+    let mailgun_body = format!("auth=(\"api\", \"{}-{}\")", "key", "9f8e7d6c5b4a39281706f5e4d3c2b1a0");
+    let card_body =
+        format!("{{\"qty\": 2, \"card\": \"{} {} {} {}\", \"zip\": 12345}}", "4111", "1111", "1111", "1111");
     let cases: Vec<(String, Vec<&str>, &str)> = vec![
         (format!("{url}/path/{TOKEN}"), vec![], "in url"),
         (format!("{url}/q?k={TOKEN}"), vec![], "in url"),
@@ -91,6 +98,10 @@ async fn secrets_anywhere_are_blocked_before_the_upstream_sees_anything() {
         (format!("{url}/c"), vec!["--data-binary", &upper_body], "known-secret in body"),
         (format!("{url}/q?k={upper_hex}"), vec![], "known-secret in url"),
         (format!("https://std.test:{p}/c"), vec!["--data-binary", &curl_body], "curl-auth-header in body"),
+        (format!("{url}/v"), vec!["--data-binary", &vault_body], "vault-service-token in body"),
+        (format!("{url}/v"), vec!["--data-binary", &twilio_body], "twilio-api-key in body"),
+        (format!("{url}/v"), vec!["--data-binary", &mailgun_body], "mailgun-private-api-token in body"),
+        (format!("{url}/v"), vec!["--data-binary", &card_body], "payment-card-number in body"),
     ];
     for (u, args, want) in &cases {
         let (code, body) = curl(&proxy, u, args).await;
