@@ -241,15 +241,12 @@ impl Runs<'_> {
 
     /// Takes the anchors of block `k` in order (`earlier`: the blocks of its chunk before it).
     /// A run's start may lie blocks back, its end blocks ahead: a run still open at a block's
-    /// end is closed by a later block's first break.
+    /// end is closed by the first break of the next block that has one, which [`Runs::chunk`]
+    /// visits next.
     #[inline(always)]
     fn block(&mut self, k: usize, b: Block, earlier: &[Block]) {
         let base = 64 * k;
-        if let Some(start) = self.open {
-            if b.brk == 0 {
-                return;
-            }
-            self.open = None;
+        if let Some(start) = self.open.take() {
             self.close(start, base + b.brk.trailing_zeros() as usize);
         }
         loop {
@@ -481,8 +478,8 @@ mod avx2 {
 
     // The classes a byte's neighbours are read for, a bit each, as pairs of nibble tables give
     // them: a byte is in a class when the class's bit is set both in the low table of [`FLAGS`]
-    // at its low nibble and in the high table at its high nibble. Each class is one such rectangle (a set of
-    // high nibbles by a set of low ones), so each is held exactly.
+    // at its low nibble and in the high table at its high nibble. Each class is one such
+    // rectangle (a set of high nibbles by a set of low ones), so each is held exactly.
     const DIGIT: u8 = 1; // 0x30..=0x39
     const UPPER_A: u8 = 2; // 0x41..=0x4f
     const UPPER_B: u8 = 4; // 0x50..=0x5a
