@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use egress_proxy::{Args, Config};
 
+/// mimalloc, not glibc's malloc: a request allocates dozens of small buffers (hyper, rustls,
+/// the DLP scan), and with glibc's allocator their malloc and free are about a tenth of the
+/// proxy's own instructions per 4 KiB POST (callgrind), a third of that with mimalloc.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Args = common::daemon::parse_args();
     common::telemetry::init(args.log_format);
