@@ -3,10 +3,10 @@
 //! (held, bounded, decoded) — read by the route's detectors in the route's mode, through every
 //! layer of encoding, each finding kept with where it was found.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
-use common::formats::routes::DlpConfig;
+use common::formats::routes::{DlpConfig, DlpDetector, DlpMode};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Response, StatusCode};
@@ -73,10 +73,54 @@ impl Inspection {
     }
 }
 
+/// DLP's reading of a connection's host, the same for every request on it: kept with the
+/// routes in force and the detectors and mode it was read with, and read again when those change.
+#[derive(Default)]
+pub(super) struct HostHits(Mutex<Option<HostScan>>);
+
+struct HostScan {
+    /// Held weakly, so no later routes can be allocated at its address.
+    live: Weak<Live>,
+    mode: DlpMode,
+    outbound: Vec<DlpDetector>,
+    hits: Vec<Hit>,
+}
+
+impl std::fmt::Debug for HostHits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostHits")
+    }
+}
+
+impl HostHits {
+    /// What [`crate::dlp::Engine::scan_host`] finds in `host` under `live` with `cfg`.
+    fn get(&self, live: &Arc<Live>, cfg: &DlpConfig, host: &str) -> Vec<Hit> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = |k: &HostScan| {
+            std::ptr::eq(k.live.as_ptr(), Arc::as_ptr(live)) && k.mode == cfg.mode && k.outbound == cfg.outbound
+        };
+        match kept.as_ref() {
+            Some(k) if fresh(k) => k.hits.clone(),
+            _ => {
+                let hits = live.dlp.scan_host(cfg, host);
+                *kept = Some(HostScan {
+                    live: Arc::downgrade(live),
+                    mode: cfg.mode,
+                    outbound: cfg.outbound.clone(),
+                    hits: hits.clone(),
+                });
+                hits
+            }
+        }
+    }
+}
+
 /// What a request's head is, as DLP reads it.
 pub(super) struct Head<'a> {
     /// The host as the agent wrote it (case kept).
     pub(super) host: &'a str,
+    /// What DLP found in it before on this connection.
+    pub(super) host_hits: &'a HostHits,
     pub(super) method: &'a str,
     pub(super) pq: &'a PathAndQuery,
     /// The headers that go upstream.
@@ -99,7 +143,7 @@ enum Part {
 /// Scans the request head as one text (`host+path?query`, the method, every header as
 /// `name: value`, the upgrade values; one per line, and no rule or known secret spans a line)
 /// and maps each hit back to where it was.
-pub(super) fn scan_head(live: &Live, cfg: &DlpConfig, head: &Head<'_>, insp: &mut Inspection) {
+pub(super) fn scan_head(live: &Arc<Live>, cfg: &DlpConfig, head: &Head<'_>, insp: &mut Inspection) {
     let mut text = Vec::with_capacity(512);
     let mut parts: Vec<(usize, usize, Part)> = Vec::with_capacity(2 * head.headers.len() + 4);
     fn push(text: &mut Vec<u8>, parts: &mut Vec<(usize, usize, Part)>, bytes: &[&[u8]], part: Part) {
@@ -127,7 +171,7 @@ pub(super) fn scan_head(live: &Live, cfg: &DlpConfig, head: &Head<'_>, insp: &mu
         }
     }
     let mut hits = live.dlp.scan(cfg, &text);
-    hits.extend(live.dlp.scan_host(cfg, head.host));
+    hits.extend(head.host_hits.get(live, cfg, head.host));
     if hits.is_empty() {
         return;
     }
@@ -246,5 +290,47 @@ pub(super) async fn hold_body(
     match scanned {
         Ok((decoded, hits)) => Ok(HeldBody { raw, decoded, hits, _reservation: Some(reservation) }),
         Err(e) => Err(ctx.deny(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use common::Secret;
+    use common::formats::Routes;
+
+    use super::*;
+    use crate::dlp::Engine;
+
+    fn live(secret: &str) -> Arc<Live> {
+        let routes =
+            Routes::parse(br#"{"version":1,"routes":[{"host":"*.example.com"}]}"#, Path::new("routes.json")).unwrap();
+        Arc::new(Live::new(routes, &HashMap::new(), Engine::new(&[Secret::new(secret)])))
+    }
+
+    /// A connection's host is read once, and again whenever the routes in force or the route's
+    /// detectors or mode differ from those it was read with.
+    #[test]
+    fn host_hits_are_read_again_when_what_they_were_read_with_changes() {
+        let token = "tok-3f9a8b7c6d5e4f3a2b1c";
+        let host = format!("{token}.example.com");
+        let known = DlpConfig { outbound: vec![DlpDetector::KnownSecrets], ..DlpConfig::default() };
+        let none = DlpConfig { outbound: vec![], ..DlpConfig::default() };
+        let (holds, other) = (live(token), live("another-held-secret-42"));
+        let kept = HostHits::default();
+        let ids = |l: &Arc<Live>, cfg: &DlpConfig| -> Vec<String> {
+            kept.get(l, cfg, &host).into_iter().map(|h| h.rule_id).collect()
+        };
+        assert_eq!(ids(&holds, &known), ["known-secret"]);
+        assert_eq!(ids(&holds, &known), ["known-secret"], "kept");
+        assert!(std::ptr::eq(kept.0.lock().unwrap().as_ref().unwrap().live.as_ptr(), Arc::as_ptr(&holds)));
+        assert!(ids(&other, &known).is_empty(), "other routes: read again");
+        assert_eq!(ids(&holds, &known), ["known-secret"], "back: read again");
+        assert!(ids(&holds, &none).is_empty(), "other detectors: read again");
+        let standard = DlpConfig { mode: DlpMode::Standard, ..known.clone() };
+        assert_eq!(ids(&holds, &standard), ["known-secret"]);
+        assert_eq!(kept.0.lock().unwrap().as_ref().unwrap().mode, DlpMode::Standard, "other mode: read again");
     }
 }

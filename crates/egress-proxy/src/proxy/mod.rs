@@ -111,7 +111,7 @@ pub(crate) struct Proxy {
 }
 
 /// Where a request is going.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Target {
     /// Lowercase, IPv6 without brackets: what policy and the upstream connection use.
     host: String,
@@ -125,6 +125,8 @@ struct Target {
     origin: Result<(http::uri::Scheme, http::uri::Authority), String>,
     /// `Host` for HTTP/1.1 upstreams: the authority, once per connection.
     host_header: Option<HeaderValue>,
+    /// What DLP found in the host's labels, kept for the connection's next requests.
+    host_hits: inspect::HostHits,
 }
 
 impl Target {
@@ -137,7 +139,7 @@ impl Target {
         let authority = if port == default_port { bracketed } else { format!("{bracketed}:{port}") };
         let host_header = HeaderValue::from_str(&authority).ok();
         let origin = http::uri::Authority::try_from(authority).map(|a| (scheme, a)).map_err(|e| e.to_string());
-        Target { host, host_raw, port, via, sni, origin, host_header }
+        Target { host, host_raw, port, via, sni, origin, host_header, host_hits: inspect::HostHits::default() }
     }
 }
 

@@ -135,6 +135,7 @@ impl Proxy {
         let mut insp = Inspection::default();
         let head = inspect::Head {
             host: &target.host_raw,
+            host_hits: &target.host_hits,
             method: ctx.method,
             pq: &out.pq,
             headers: &out.parts.headers,
