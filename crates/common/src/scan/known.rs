@@ -151,6 +151,12 @@ impl KnownSecrets {
         self.longest
     }
 
+    /// Whether a known value occurs in `data` in any of its encodings: whether
+    /// [`KnownSecrets::scan`] would find anything, without building the findings.
+    pub fn occurs_in(&self, data: &[u8]) -> bool {
+        self.ac.as_ref().is_some_and(|ac| ac.is_match(data))
+    }
+
     /// Every occurrence of a known value in any of its encodings, sorted, 1-based lines.
     pub fn scan(&self, data: &[u8]) -> Vec<Finding> {
         let mut out = Vec::new();
@@ -214,8 +220,11 @@ mod tests {
         KnownSecrets::new([Secret::new(value()), Secret::new("short")])
     }
 
+    /// What the scan finds, checked against [`KnownSecrets::occurs_in`].
     fn found_in(data: &[u8]) -> bool {
-        known().scan(data).iter().any(|f| f.rule_id == KNOWN_SECRET_ID)
+        let found = known().scan(data).iter().any(|f| f.rule_id == KNOWN_SECRET_ID);
+        assert_eq!(known().occurs_in(data), found, "occurs_in disagrees with scan");
+        found
     }
 
     #[test]
