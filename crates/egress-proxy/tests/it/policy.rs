@@ -230,6 +230,30 @@ async fn plain_http_absolute_form_is_policed_and_injected_too() {
     assert!(s.headers.get("proxy-connection").is_none());
 }
 
+/// Hop-by-hop headers the agent sends, and the ones its `Connection` names, end at the proxy:
+/// the upstream's record holds only the end-to-end ones.
+#[tokio::test]
+async fn hop_by_hop_headers_end_at_the_proxy() {
+    let w = world_alpn(&[b"http/1.1"]).await;
+    let p = w.up.port();
+    let hop = [
+        "Connection: x-private, keep-alive",
+        "x-private: 1",
+        "Keep-Alive: timeout=5",
+        "TE: trailers",
+        "Proxy-Connection: keep-alive",
+        "x-kept: 1",
+    ];
+    let args: Vec<&str> = hop.iter().flat_map(|h| ["-H", h]).chain(["--http1.1"]).collect();
+    let (code, body) = curl(&w.proxy, &format!("https://api.test:{p}/v1/items"), &args).await;
+    assert_eq!((code, body.as_str()), (200, "upstream ok"));
+    let s = &w.up.seen()[0];
+    for gone in ["x-private", "keep-alive", "te", "proxy-connection"] {
+        assert!(s.headers.get(gone).is_none(), "{gone} reached the upstream: {:?}", s.headers);
+    }
+    assert_eq!(s.headers.get("x-kept").unwrap(), "1", "{:?}", s.headers);
+}
+
 #[tokio::test]
 async fn websocket_upgrades_follow_the_route() {
     let w = world().await;
