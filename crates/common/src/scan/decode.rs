@@ -164,8 +164,8 @@ pub(crate) fn segments_in(data: &[u8], pre: &Prescan) -> Vec<Segment> {
                 }
             }
         }
-        // 8 pairs and 7 delimiters at the least.
-        if run.len() >= 23 {
+        // 8 pairs and 7 delimiters at the least; the regex only where it could match.
+        if run.len() >= 23 && may_hold_delimited_hex(run) {
             for m in DELIMITED_HEX.find_iter(run) {
                 if let Some(text) = readable(delimited_hex(m.as_bytes())) {
                     out.push(Segment { start: rs + m.start(), end: rs + m.end(), text });
@@ -186,6 +186,18 @@ pub(crate) fn segments_in(data: &[u8], pre: &Prescan) -> Vec<Segment> {
         }
     }
     out
+}
+
+/// What every [`DELIMITED_HEX`] match holds, counted in one pass: seven delimiters (`-`, `:`
+/// or space: pairs with delimiters) or eight `x`/`X` (pairs after `\x` or `0x`). Most runs
+/// (URLs, identifiers) hold neither, and the regex is not run over them.
+fn may_hold_delimited_hex(run: &[u8]) -> bool {
+    let (mut delimiters, mut xs) = (0, 0);
+    for &b in run {
+        delimiters += usize::from(matches!(b, b'-' | b':' | b' '));
+        xs += usize::from(b | 0x20 == b'x');
+    }
+    delimiters >= 7 || xs >= 8
 }
 
 /// Whether `b` is in a base64 alphabet (standard or URL-safe).
@@ -280,6 +292,33 @@ mod tests {
         }
         assert!(decoded("00:1a:2b:3c:4d:5e").is_empty(), "a MAC address is too short and not text");
         assert!(decoded("550e8400-e29b-41d4-a716-446655440000").is_empty(), "a UUID is not delimited hex");
+    }
+
+    /// The count that lets a run skip the delimited-hex regex holds wherever the regex matches:
+    /// the shortest match of each form, and the forms in longer runs.
+    #[test]
+    fn the_delimited_hex_precheck_passes_every_match() {
+        let pairs: Vec<String> = (0x41..0x49).map(|b| format!("{b:02x}")).collect();
+        let mut samples: Vec<String> = vec!["127.0.0.1:41899/v1/messages".into(), "a-b-c-d-e-f:x".into()];
+        for form in [
+            pairs.join("-"),
+            pairs.join(":"),
+            pairs.join(" "),
+            pairs.iter().map(|p| format!("\\x{p}")).collect(),
+            pairs.iter().map(|p| format!("\\\\X{p}")).collect(),
+            pairs.iter().map(|p| format!("0x{p}")).collect(),
+            pairs.iter().map(|p| format!("0X{p},")).collect(),
+        ] {
+            samples.push(format!("id={form}/end"));
+            samples.push(form);
+        }
+        for s in &samples {
+            if DELIMITED_HEX.is_match(s.as_bytes()) {
+                assert!(may_hold_delimited_hex(s.as_bytes()), "{s}");
+            }
+        }
+        assert!(samples.iter().filter(|s| DELIMITED_HEX.is_match(s.as_bytes())).count() >= 14);
+        assert!(!may_hold_delimited_hex(b"127.0.0.1:41899/v1/messages"));
     }
 
     #[test]
