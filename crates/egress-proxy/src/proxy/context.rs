@@ -30,13 +30,18 @@ impl<'a> Ctx<'a> {
         Ctx { path, ..self }
     }
 
+    /// Whether the routes' `log` level wants a line for `event`.
+    pub(super) fn logs(&self, event: Event) -> bool {
+        let log = self.live.routes.log;
+        log > 0 && (event != Event::Allow || log >= 2)
+    }
+
     /// One audit line, if the routes' `log` level wants it.
     pub(super) fn audit(&self, event: Event, reason: &str) {
-        let log = self.live.routes.log;
-        if log == 0 || (event == Event::Allow && log < 2) {
+        if !self.logs(event) {
             return;
         }
-        let live = self.live;
+        let (live, log) = (self.live, self.live.routes.log);
         self.proxy.audit.record(
             log,
             event,

@@ -271,26 +271,34 @@ pub(super) async fn hold_body(
         .collect::<Vec<_>>();
     // An encoded body may inflate up to the body limit whatever its size on the wire.
     let offload = raw.len() > SCAN_INLINE_MAX || !encs.is_empty();
-    let work = {
-        let (live, cfg, raw) = (live.clone(), cfg.clone(), raw.clone());
-        move || -> Result<(Option<Vec<u8>>, Vec<Hit>), String> {
-            let plain =
-                if encs.is_empty() { None } else { Some(body::decode(&raw, &encs, max).map_err(|e| e.to_string())?) };
-            let hits = live.dlp.scan(&cfg, plain.as_deref().unwrap_or(&raw));
-            Ok((plain, hits))
-        }
-    };
     // A large body is decoded and scanned on the blocking pool: this serving thread has other
     // connections to keep moving meanwhile.
     let scanned = if offload {
-        tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(format!("scanning the body: {e}")))
+        let (live, cfg, raw) = (live.clone(), cfg.clone(), raw.clone());
+        tokio::task::spawn_blocking(move || scan_body(&live, &cfg, &raw, &encs, max))
+            .await
+            .unwrap_or_else(|e| Err(format!("scanning the body: {e}")))
     } else {
-        work()
+        scan_body(live, cfg, &raw, &encs, max)
     };
     match scanned {
         Ok((decoded, hits)) => Ok(HeldBody { raw, decoded, hits, _reservation: Some(reservation) }),
         Err(e) => Err(ctx.deny(&e)),
     }
+}
+
+/// Decodes (`encs`, bounded by `max`) and scans a held body: the decoded form, if it was
+/// encoded, and the findings in what was scanned.
+fn scan_body(
+    live: &Live,
+    cfg: &DlpConfig,
+    raw: &[u8],
+    encs: &[String],
+    max: usize,
+) -> Result<(Option<Vec<u8>>, Vec<Hit>), String> {
+    let plain = if encs.is_empty() { None } else { Some(body::decode(raw, encs, max).map_err(|e| e.to_string())?) };
+    let hits = live.dlp.scan(cfg, plain.as_deref().unwrap_or(raw));
+    Ok((plain, hits))
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ impl Proxy {
             },
             None => out.body = body::boxed(incoming),
         }
-        if !held {
+        if !held && ctx.logs(Event::Allow) {
             ctx.audit(Event::Allow, &format!("route {route_idx}"));
         }
         if let Some((name, Some(value))) = &live.auth[route_idx] {
