@@ -6,16 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 
 use super::context::Ctx;
-use super::io::Prefixed;
 use super::{Proxy, Target};
 use crate::audit::Event;
 use crate::policy::{Deny, Via};
+
+/// The read buffer of a tunnel's client side: a TLS record's most.
+const READ_BUFFER: usize = 16 * 1024;
 
 impl Proxy {
     /// Serves what the client sends inside an allowed `CONNECT host:port`.
@@ -29,18 +30,17 @@ impl Proxy {
     ) {
         let live = self.live();
         let ctx = Ctx::new(&self, &live, &host, "CONNECT", "");
-        let mut io = TokioIo::new(up);
-        let mut first = [0u8; 1];
-        let n = match tokio::time::timeout(self.limits.header_timeout, io.read(&mut first)).await {
-            Ok(Ok(n)) => n,
+        // Read in up to 16 KiB at a time: TLS reads ask for 4 KiB, so a request of a record or
+        // more (a 4 KiB body and its head) would otherwise take a read syscall per 4 KiB. The
+        // first byte is looked at in the buffer, and left there.
+        let mut io = BufReader::with_capacity(READ_BUFFER, TokioIo::new(up));
+        let first = match tokio::time::timeout(self.limits.header_timeout, io.fill_buf()).await {
+            Ok(Ok(buf)) => buf.first().copied(),
             Ok(Err(e)) => return tracing::debug!(%host, "tunnel read: {e}"),
             Err(_) => return tracing::debug!(%host, "tunnel: client sent nothing in time"),
         };
-        if n == 0 {
-            return;
-        }
-        let io = Prefixed { prefix: Bytes::copy_from_slice(&first[..n]), inner: io };
-        if first[0] == 0x16 {
+        let Some(first) = first else { return };
+        if first == 0x16 {
             let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
             let start = match tokio::time::timeout(self.limits.header_timeout, acceptor).await {
                 Ok(Ok(s)) => s,
