@@ -30,25 +30,20 @@ impl<'a> Ctx<'a> {
         Ctx { path, ..self }
     }
 
-    /// Whether the routes' `log` level wants a line for `event`.
-    pub(super) fn logs(&self, event: Event) -> bool {
-        let log = self.live.routes.log;
-        log > 0 && (event != Event::Allow || log >= 2)
-    }
-
-    /// One audit line, if the routes' `log` level wants it.
-    pub(super) fn audit(&self, event: Event, reason: &str) {
-        if !self.logs(event) {
+    /// One audit line, if the routes' `log` level wants it; `reason` is only formatted then (an
+    /// allow line is asked for on every request, and the default level records none).
+    pub(super) fn audit(&self, event: Event, reason: impl std::fmt::Display) {
+        let (live, log) = (self.live, self.live.routes.log);
+        if log == 0 || (event == Event::Allow && log < 2) {
             return;
         }
-        let (live, log) = (self.live, self.live.routes.log);
         self.proxy.audit.record(
             log,
             event,
             &sanitize(live, self.host),
             self.method,
             &sanitize(live, self.path),
-            &sanitize(live, reason),
+            &sanitize(live, &reason.to_string()),
         );
     }
 

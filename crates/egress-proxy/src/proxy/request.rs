@@ -76,8 +76,8 @@ impl Proxy {
             },
             None => out.body = body::boxed(incoming),
         }
-        if !held && ctx.logs(Event::Allow) {
-            ctx.audit(Event::Allow, &format!("route {route_idx}"));
+        if !held {
+            ctx.audit(Event::Allow, format_args!("route {route_idx}"));
         }
         if let Some((name, Some(value))) = &live.auth[route_idx] {
             out.parts.headers.insert(name.clone(), value.clone());
@@ -198,10 +198,10 @@ impl Proxy {
                 return Err(ctx.deny(&format!("dlp: {summary} (supervise: cannot file the request)")));
             }
         };
-        ctx.audit(Event::Hold, &format!("dlp: {summary} (held as {})", filed.id));
+        ctx.audit(Event::Hold, format_args!("dlp: {summary} (held as {})", filed.id));
         match queue.wait(&filed.id, self.limits.supervise_timeout).await {
             Ok(Some(r)) if r.status.is_yes() => {
-                ctx.audit(Event::Allow, &format!("operator approved {}", filed.id));
+                ctx.audit(Event::Allow, format_args!("operator approved {}", filed.id));
                 Ok(())
             }
             Ok(Some(_)) => Err(ctx.deny(&format!("dlp: {summary} (operator rejected {})", filed.id))),
@@ -287,7 +287,7 @@ impl Proxy {
                         tokio::select! {
                             r = up => match r {
                                 Ok(super::ws::Stop::Finding(ids)) => {
-                                    ctx.audit(Event::Deny, &format!("dlp: {ids} in websocket frame; connection closed"));
+                                    ctx.audit(Event::Deny, format_args!("dlp: {ids} in websocket frame; connection closed"));
                                 }
                                 Ok(super::ws::Stop::Refused(why)) => ctx.audit(Event::Deny, &why),
                                 Ok(super::ws::Stop::Closed) => {}
@@ -298,7 +298,7 @@ impl Proxy {
                                     Event::Deny,
                                     "held secret in a websocket frame from the upstream (the response); connection closed",
                                 ),
-                                Ok(super::ws::Stop::Refused(why)) => ctx.audit(Event::Deny, &format!("from the upstream: {why}")),
+                                Ok(super::ws::Stop::Refused(why)) => ctx.audit(Event::Deny, format_args!("from the upstream: {why}")),
                                 Ok(super::ws::Stop::Closed) => {}
                                 Err(e) => tracing::debug!(%host, "websocket relay from the upstream: {e}"),
                             },

@@ -99,7 +99,7 @@ pub(super) struct Origin {
 impl Origin {
     fn audit(&self, what: &str) {
         let ctx = Ctx::new(&self.proxy, &self.live, &self.target.host, self.method.as_str(), self.uri.path());
-        ctx.audit(Event::Redact, &format!("held secret redacted from the response {what}"));
+        ctx.audit(Event::Redact, format_args!("held secret redacted from the response {what}"));
     }
 }
 

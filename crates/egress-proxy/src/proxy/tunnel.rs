@@ -44,7 +44,7 @@ impl Proxy {
             let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
             let start = match tokio::time::timeout(self.limits.header_timeout, acceptor).await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return ctx.audit(Event::Deny, &format!("bad TLS ClientHello in tunnel: {e}")),
+                Ok(Err(e)) => return ctx.audit(Event::Deny, format_args!("bad TLS ClientHello in tunnel: {e}")),
                 Err(_) => return tracing::debug!(%host, "tunnel: TLS ClientHello timed out"),
             };
             let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
