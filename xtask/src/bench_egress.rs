@@ -8,6 +8,11 @@
 //! egress-proxy's peak RSS. `--request get|post` runs only those rows. `--soak` instead runs 100k requests over 256 keep-alive
 //! connections through egress-proxy and reports errors and RSS as it goes.
 //!
+//! Contenders take turns in slices (`--slices`), so load from elsewhere on the box falls on all
+//! of them alike; each egress-proxy / nginx ratio is printed with how it moved from one round
+//! of slices to the next (median and middle half), which says whether a difference is more
+//! than this box's noise.
+//!
 //! The load generator is in here (hyper + rustls, HTTP/1.1), bounded by a request count and a
 //! time limit per scenario. Certificates come from the `openssl` CLI.
 
@@ -399,6 +404,45 @@ async fn load(t: &Target, clients: usize, keepalive: bool, body: Option<Bytes>, 
     all
 }
 
+/// A contender's time in one scenario, summed over its slices.
+#[derive(Default)]
+struct Acc {
+    stats: Stats,
+    /// CPU ticks of the proxy, the upstream and the load generator.
+    ticks: [u64; 3],
+    /// The box's idle and total CPU ticks.
+    idle: u64,
+    total: u64,
+    /// Requests per second in each slice, in the order they ran.
+    slice_rps: Vec<f64>,
+}
+
+/// One line of the table, kept for the ratios printed under it.
+struct Row {
+    name: String,
+    clients: usize,
+    keepalive: bool,
+    body_size: usize,
+    rps: f64,
+    p50: f64,
+    proxy_us: f64,
+    slice_rps: Vec<f64>,
+}
+
+/// How far the ratio of `a` to `b` moved from slice to slice: each slice of `a` against the
+/// slice of `b` in the same round (they ran back to back, so load from elsewhere on the box
+/// falls on both alike), as ` (per slice: median M, middle half Q1-Q3)`. Empty with fewer than
+/// four slices.
+fn spread(a: &Row, b: &Row) -> String {
+    let mut r: Vec<f64> = a.slice_rps.iter().zip(&b.slice_rps).filter(|(_, y)| **y > 0.0).map(|(x, y)| x / y).collect();
+    if r.len() < 4 {
+        return String::new();
+    }
+    r.sort_by(f64::total_cmp);
+    let at = |q: usize| r[(r.len() - 1) * q / 4];
+    format!(" (per slice: median {:.2}, middle half {:.2}-{:.2})", at(2), at(1), at(3))
+}
+
 /// The request column: `GET`, or `POST 4K` for a POST of a 4 KiB JSON body.
 fn request_label(body_size: usize) -> String {
     if body_size == 0 { "GET".into() } else { format!("POST {}K", body_size / 1024) }
@@ -771,7 +815,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     println!(
         "(us = CPU microseconds per request, user + system, of the proxy, the nginx upstream, the load generator)"
     );
-    let mut table: Vec<(String, usize, bool, usize, f64, f64, f64)> = Vec::new();
+    let mut table: Vec<Row> = Vec::new();
     let slices = opts.slices.max(1);
     let slice = Duration::from_millis(opts.secs * 1000 / u64::from(slices));
     // (keep-alive, clients, POST body size or 0 for a GET)
@@ -787,8 +831,7 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
             (0..targets.len()).filter(|&i| opts.only.as_deref().is_none_or(|o| targets[i].0.contains(o))).collect();
         // Contenders take turns, one slice each, so load from elsewhere on the box falls on
         // all of them alike. CPU ticks: proxy, upstream, load generator.
-        let mut acc: Vec<(Stats, [u64; 3], (u64, u64))> =
-            chosen.iter().map(|_| (Stats::default(), [0; 3], (0, 0))).collect();
+        let mut acc: Vec<Acc> = chosen.iter().map(|_| Acc::default()).collect();
         for _ in 0..slices {
             for (k, &i) in chosen.iter().enumerate() {
                 let (t, proxy_pid) = (&targets[i].1, proxy_pids[i]);
@@ -799,15 +842,17 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 let s = load(t, clients, keepalive, body.clone(), slice, opts.requests / u64::from(slices)).await;
                 let box_after = box_ticks();
                 let after = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
-                acc[k].0.merge(s);
-                acc[k].2.0 += box_after.0 - box_before.0;
-                acc[k].2.1 += box_after.1 - box_before.1;
+                let a = &mut acc[k];
+                a.slice_rps.push(s.rps());
+                a.stats.merge(s);
+                a.idle += box_after.0 - box_before.0;
+                a.total += box_after.1 - box_before.1;
                 for j in 0..3 {
-                    acc[k].1[j] += after[j] - before[j];
+                    a.ticks[j] += after[j] - before[j];
                 }
             }
         }
-        for (k, (mut s, ticks, (idle, total))) in acc.into_iter().enumerate() {
+        for (k, Acc { stats: mut s, ticks, idle, total, slice_rps }) in acc.into_iter().enumerate() {
             let (name, proxy_pid) = (targets[chosen[k]].0, proxy_pids[chosen[k]]);
             s.lat_us.sort_unstable();
             let per_req = |i: usize| {
@@ -837,18 +882,28 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 s.first_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
             );
             let proxy_us = ticks[0] as f64 * 1e6 / clk_tck() as f64 / s.ok.max(1) as f64;
-            table.push((name.to_string(), clients, keepalive, body_size, s.rps(), s.pct(0.5), proxy_us));
+            table.push(Row {
+                name: name.to_string(),
+                clients,
+                keepalive,
+                body_size,
+                rps: s.rps(),
+                p50: s.pct(0.5),
+                proxy_us,
+                slice_rps,
+            });
         }
     }
-    let find =
-        |n: &str, c: usize, k: bool, b: usize| table.iter().find(|r| r.0 == n && r.1 == c && r.2 == k && r.3 == b);
-    let get = |n: &str, c: usize, k: bool| find(n, c, k, 0).map(|r| (r.4, r.5));
+    let find = |n: &str, c: usize, k: bool, b: usize| {
+        table.iter().find(|r| r.name == n && r.clients == c && r.keepalive == k && r.body_size == b)
+    };
+    let get = |n: &str, c: usize, k: bool| find(n, c, k, 0).map(|r| (r.rps, r.p50));
     println!();
     for (k, label) in [(true, "keep-alive"), (false, "new connection")] {
-        if let (Some(eg), Some(ng)) = (get("egress-proxy", 64, k), get("nginx double-TLS", 64, k)) {
-            print!("{label}, 64 clients: egress-proxy / nginx double-TLS = {:.2}x", eg.0 / ng.0);
+        if let (Some(eg), Some(ng)) = (find("egress-proxy", 64, k, 0), find("nginx double-TLS", 64, k, 0)) {
+            print!("{label}, 64 clients: egress-proxy / nginx double-TLS = {:.2}x{}", eg.rps / ng.rps, spread(eg, ng));
             if let Some(m) = get("mitmproxy 12", 64, k) {
-                print!("; egress-proxy / mitmproxy = {:.1}x", eg.0 / m.0);
+                print!("; egress-proxy / mitmproxy = {:.1}x", eg.rps / m.0);
             }
             println!();
         }
@@ -865,11 +920,12 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     for size in [4096, 65536] {
         if let (Some(eg), Some(ng)) = (find("egress-proxy", 64, true, size), find("nginx double-TLS", 64, true, size)) {
             println!(
-                "{}, keep-alive, 64 clients: egress-proxy / nginx double-TLS = {:.2}x; CPU us/request egress-proxy {:.1}, nginx double-TLS {:.1}",
+                "{}, keep-alive, 64 clients: egress-proxy / nginx double-TLS = {:.2}x{}; CPU us/request egress-proxy {:.1}, nginx double-TLS {:.1}",
                 request_label(size),
-                eg.4 / ng.4,
-                eg.6,
-                ng.6
+                eg.rps / ng.rps,
+                spread(eg, ng),
+                eg.proxy_us,
+                ng.proxy_us
             );
         }
     }
@@ -918,7 +974,36 @@ async fn soak(t: &Target, pid: u32) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::json_body;
+    use super::{Row, json_body, spread};
+
+    fn row(slice_rps: &[f64]) -> Row {
+        let rps = slice_rps.iter().sum::<f64>() / slice_rps.len() as f64;
+        Row {
+            name: String::new(),
+            clients: 64,
+            keepalive: true,
+            body_size: 0,
+            rps,
+            p50: 0.0,
+            proxy_us: 0.0,
+            slice_rps: slice_rps.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_spread_pairs_slices_of_one_round() {
+        // Rounds where the box was busy slow both alike: the ratio is 1.0 in each.
+        let a = row(&[100.0, 50.0, 120.0, 80.0, 90.0]);
+        let b = row(&[100.0, 50.0, 120.0, 80.0, 90.0]);
+        assert_eq!(spread(&a, &b), " (per slice: median 1.00, middle half 1.00-1.00)");
+        // Ratios 0.9, 1.0, 1.1, 1.2, 2.0 (an outlier): the middle half leaves the outlier out.
+        let a = row(&[90.0, 100.0, 110.0, 120.0, 200.0]);
+        let b = row(&[100.0; 5]);
+        assert_eq!(spread(&a, &b), " (per slice: median 1.10, middle half 1.00-1.20)");
+        // Too few slices to say, or a contender with no slices: nothing.
+        assert_eq!(spread(&row(&[1.0, 2.0, 3.0]), &row(&[1.0, 2.0, 3.0])), "");
+        assert_eq!(spread(&a, &row(&[])), "");
+    }
 
     #[test]
     fn json_bodies_are_valid_json_of_the_asked_size() {
