@@ -41,9 +41,10 @@ struct Opts {
     /// Seconds per scenario (upper bound).
     #[arg(long, default_value_t = 4)]
     secs: u64,
-    /// Requests per scenario (upper bound).
-    #[arg(long, default_value_t = 50_000)]
-    requests: u64,
+    /// Requests per contender and scenario at most, shared evenly by its slices (a slice that
+    /// has sent its share ends before its time). Unset, slices end at their time only.
+    #[arg(long)]
+    requests: Option<u64>,
     /// Each contender's time is cut into this many slices, run in turns with the others.
     #[arg(long, default_value_t = 4)]
     slices: u32,
@@ -313,6 +314,8 @@ struct Stats {
     resumed: u64,
     /// Handshakes that negotiated TLS 1.2 (the rest were TLS 1.3).
     tls12: u64,
+    /// Slices that ended at the request cap rather than at their time.
+    capped: u32,
 }
 
 impl Stats {
@@ -328,6 +331,7 @@ impl Stats {
         self.full += o.full;
         self.resumed += o.resumed;
         self.tls12 += o.tls12;
+        self.capped += o.capped;
     }
 
     fn rps(&self) -> f64 {
@@ -400,6 +404,7 @@ async fn load(t: &Target, clients: usize, keepalive: bool, body: Option<Bytes>, 
     }
     // The clients ran side by side: the run took the wall time, not the sum of theirs.
     all.secs = start.elapsed().as_secs_f64();
+    all.capped = u32::from(budget.load(Ordering::Relaxed) >= max);
     all.lat_us.sort_unstable();
     all
 }
@@ -789,9 +794,9 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     }
 
     println!(
-        "egress bench: {} s / {} requests max per scenario in {} interleaved slices; HTTP/1.1 GET or POST of JSON, 3-byte answer; loopback, {} CPUs",
+        "egress bench: {} s{} per contender and scenario in {} interleaved slices; HTTP/1.1 GET or POST of JSON, 3-byte answer; loopback, {} CPUs",
         opts.secs,
-        opts.requests,
+        opts.requests.map(|r| format!(" / {r} requests max")).unwrap_or_default(),
         opts.slices.max(1),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -816,6 +821,8 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
         "(us = CPU microseconds per request, user + system, of the proxy, the nginx upstream, the load generator)"
     );
     let mut table: Vec<Row> = Vec::new();
+    // Slices that ended at the request cap, of all slices run.
+    let (mut capped, mut ran) = (0, 0);
     let slices = opts.slices.max(1);
     let slice = Duration::from_millis(opts.secs * 1000 / u64::from(slices));
     // (keep-alive, clients, POST body size or 0 for a GET)
@@ -839,7 +846,8 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 let me = || stat_ticks(std::process::id()).map_or(0, |(t, _)| t);
                 let before = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
                 let box_before = box_ticks();
-                let s = load(t, clients, keepalive, body.clone(), slice, opts.requests / u64::from(slices)).await;
+                let share = opts.requests.map_or(u64::MAX, |r| r / u64::from(slices));
+                let s = load(t, clients, keepalive, body.clone(), slice, share).await;
                 let box_after = box_ticks();
                 let after = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
                 let a = &mut acc[k];
@@ -882,6 +890,8 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 s.first_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
             );
             let proxy_us = ticks[0] as f64 * 1e6 / clk_tck() as f64 / s.ok.max(1) as f64;
+            capped += s.capped;
+            ran += slices;
             table.push(Row {
                 name: name.to_string(),
                 clients,
@@ -893,6 +903,14 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 slice_rps,
             });
         }
+    }
+    if let (true, Some(r)) = (capped > 0, opts.requests) {
+        println!(
+            "note: {capped} of {ran} slices ended at the request cap ({} a slice, --requests {r}) before their {:.2} s: \
+             those rows ran for less time than asked, and each slice's new connections weigh more in them",
+            r / u64::from(slices),
+            slice.as_secs_f64()
+        );
     }
     let find = |n: &str, c: usize, k: bool, b: usize| {
         table.iter().find(|r| r.name == n && r.clients == c && r.keepalive == k && r.body_size == b)
