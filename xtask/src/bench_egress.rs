@@ -13,8 +13,9 @@
 //! of slices to the next (median and middle half), which says whether a difference is more
 //! than this box's noise.
 //!
-//! The load generator is in here (hyper + rustls, HTTP/1.1), bounded by a request count and a
-//! time limit per scenario. Certificates come from the `openssl` CLI.
+//! The load generator is in here (hyper + rustls, HTTP/1.1), bounded by a time limit per
+//! scenario (and by a request count when `--requests` asks). Certificates come from the
+//! `openssl` CLI.
 
 #![allow(clippy::print_stdout)] // a benchmark prints its table
 
