@@ -826,6 +826,8 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
     let (mut capped, mut ran) = (0, 0);
     let slices = opts.slices.max(1);
     let slice = Duration::from_millis(opts.secs * 1000 / u64::from(slices));
+    // Each slice's share of `--requests`, if it caps them.
+    let share = opts.requests.map_or(u64::MAX, |r| r / u64::from(slices));
     // (keep-alive, clients, POST body size or 0 for a GET)
     let scenarios = [(true, 64, 0), (true, 1, 0), (false, 64, 0), (false, 1, 0), (true, 64, 4096), (true, 64, 65536)];
     for (keepalive, clients, body_size) in scenarios {
@@ -847,7 +849,6 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
                 let me = || stat_ticks(std::process::id()).map_or(0, |(t, _)| t);
                 let before = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
                 let box_before = box_ticks();
-                let share = opts.requests.map_or(u64::MAX, |r| r / u64::from(slices));
                 let s = load(t, clients, keepalive, body.clone(), slice, share).await;
                 let box_after = box_ticks();
                 let after = [proxy_pid.map_or(0, cpu_ticks), cpu_ticks(up.0.id()), me()];
@@ -905,11 +906,12 @@ async fn bench(opts: Opts, proxy_bin: PathBuf, root: PathBuf) -> anyhow::Result<
             });
         }
     }
-    if let (true, Some(r)) = (capped > 0, opts.requests) {
+    if let Some(r) = opts.requests
+        && capped > 0
+    {
         println!(
-            "note: {capped} of {ran} slices ended at the request cap ({} a slice, --requests {r}) before their {:.2} s: \
+            "note: {capped} of {ran} slices ended at the request cap ({share} a slice, --requests {r}) before their {:.2} s: \
              those rows ran for less time than asked, and each slice's new connections weigh more in them",
-            r / u64::from(slices),
             slice.as_secs_f64()
         );
     }
