@@ -394,12 +394,24 @@ pub fn rev(repo: &Path, r: &str) -> String {
     String::from_utf8_lossy(&must(git(repo).args(["rev-parse", r])).stdout).trim().to_string()
 }
 
-/// The address `host-gateway` means to the engine: its default bridge's gateway, the host as
-/// containers see it.
+/// The address `host-gateway` means to the engine, the host as containers see it: asked of the
+/// engine itself (a container's `/etc/hosts` entry), not read off the bridge's IPAM config,
+/// which a fresh dockerd leaves without a gateway. Once per test process.
 pub fn host_gateway() -> String {
-    let gw = docker_ok(&["network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"]);
-    assert!(gw.parse::<std::net::Ipv4Addr>().is_ok(), "the default bridge has no IPv4 gateway: {gw:?}");
-    gw
+    static GATEWAY: OnceLock<String> = OnceLock::new();
+    GATEWAY
+        .get_or_init(|| {
+            let base = orchestrator::image::DEFAULT_BASE_IMAGE;
+            let line =
+                docker_ok(&["run", "--rm", "--add-host", "gw.test:host-gateway", base, "getent", "hosts", "gw.test"]);
+            let gw = line.split_whitespace().next().unwrap_or_default().to_string();
+            assert!(
+                gw.parse::<std::net::Ipv4Addr>().is_ok(),
+                "the engine's host-gateway is not an IPv4 address: {line:?}"
+            );
+            gw
+        })
+        .clone()
 }
 
 /// A real OpenSSH server on `ip:<free port>`, accepting the keys in `<dir>/authorized_keys`,

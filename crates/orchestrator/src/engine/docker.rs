@@ -145,7 +145,10 @@ impl Engine for DockerEngine {
                         running: false,
                     },
                     subnets: configs.iter().filter_map(|c| c.subnet.as_deref()?.parse::<Subnet>().ok()).collect(),
-                    gateways: configs.iter().filter_map(|c| c.gateway.as_deref()?.parse().ok()).collect(),
+                    gateways: configs
+                        .iter()
+                        .filter_map(|c| gateway(c.subnet.as_deref(), c.gateway.as_deref()))
+                        .collect(),
                 }
             })
             .collect())
@@ -541,4 +544,41 @@ async fn terminal(
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A network's IPv4 gateway from one IPAM config: the one it names, else its subnet's first
+/// host address. The engine leaves the gateway out of the default bridge's config when dockerd
+/// made `docker0` itself (Debian's docker.io 20.10 on its first start: "Default bridge (docker0)
+/// is assigned with an IP address 172.17.0.0/16"), and its IPAM then gives the bridge that first
+/// address, which is also what `host-gateway` means to the engine.
+fn gateway(subnet: Option<&str>, gateway: Option<&str>) -> Option<Ipv4Addr> {
+    match gateway.filter(|g| !g.is_empty()) {
+        Some(g) => g.parse().ok(),
+        None => Some(subnet?.parse::<Subnet>().ok()?.host(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_is_the_configs_or_its_subnets_first_host() {
+        let cases: &[(Option<&str>, Option<&str>, Option<Ipv4Addr>)] = &[
+            (Some("172.17.0.0/16"), Some("172.17.0.1"), Some(Ipv4Addr::new(172, 17, 0, 1))),
+            (Some("10.243.0.16/28"), Some("10.243.0.17"), Some(Ipv4Addr::new(10, 243, 0, 17))),
+            // A named gateway wins over the first host.
+            (Some("172.18.0.0/16"), Some("172.18.0.254"), Some(Ipv4Addr::new(172, 18, 0, 254))),
+            // The default bridge as a fresh dockerd reports it.
+            (Some("172.17.0.0/16"), None, Some(Ipv4Addr::new(172, 17, 0, 1))),
+            (Some("172.17.0.0/16"), Some(""), Some(Ipv4Addr::new(172, 17, 0, 1))),
+            // An IPv6 config, or nothing to go on, gives none.
+            (Some("fd00:dead::/64"), None, None),
+            (Some("fd00:dead::/64"), Some("fd00:dead::1"), None),
+            (None, None, None),
+        ];
+        for (subnet, gw, want) in cases {
+            assert_eq!(gateway(*subnet, *gw), *want, "subnet {subnet:?}, gateway {gw:?}");
+        }
+    }
 }
