@@ -4,7 +4,7 @@
 //! `egress.upstream_ca`. The assertions read the stand-in's own record, what the CLI printed,
 //! and what the running agent container holds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tests::agents::{Home, Provider, credential};
 use tests::bottle::{collect_stderr, header};
@@ -36,8 +36,18 @@ fn one_turn(case: Case<'_>) {
 
     let mut child = home.spawn_headless("say hi");
     let stderr = collect_stderr(&mut child);
-    // The first build of the template image takes minutes.
-    let arrived = provider.wait_for(case.model_path, Duration::from_secs(900));
+    // The first build of the template image takes minutes; a launch that ends first ends the
+    // wait (its stderr then says why), rather than leaving the test waiting out the whole bound.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let arrived = loop {
+        let ended = child.try_wait().unwrap().is_some();
+        if provider.wait_for(case.model_path, Duration::from_secs(1)) {
+            break true;
+        }
+        if ended || Instant::now() >= deadline {
+            break false;
+        }
+    };
     // Mid-turn (the stand-in holds its answer): look inside the running agent.
     let view = if arrived {
         home.agent_container(Duration::from_secs(5)).map(|c| home.agent_view(&c)).unwrap_or_default()
