@@ -548,9 +548,9 @@ fn tail(s: &str, n: usize) -> String {
 
 /// A network's IPv4 gateway from one IPAM config: the one it names, else its subnet's first
 /// host address. The engine leaves the gateway out of the default bridge's config when dockerd
-/// made `docker0` itself (Debian's docker.io 20.10 on its first start: "Default bridge (docker0)
-/// is assigned with an IP address 172.17.0.0/16"), and its IPAM then gives the bridge that first
-/// address, which is also what `host-gateway` means to the engine.
+/// starts without a network store (Debian's docker.io 20.10 on a fresh machine, which logs
+/// "Default bridge (docker0) is assigned with an IP address 172.17.0.0/16"); its IPAM then gives
+/// the bridge that first address, which is also what `host-gateway` means to the engine.
 fn gateway(subnet: Option<&str>, gateway: Option<&str>) -> Option<Ipv4Addr> {
     match gateway.filter(|g| !g.is_empty()) {
         Some(g) => g.parse().ok(),
