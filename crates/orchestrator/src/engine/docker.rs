@@ -551,8 +551,8 @@ fn tail(s: &str, n: usize) -> String {
 /// starts without a network store (Debian's docker.io 20.10 on a fresh machine, which logs
 /// "Default bridge (docker0) is assigned with an IP address 172.17.0.0/16"); its IPAM then gives
 /// the bridge that first address, which is also what `host-gateway` means to the engine.
-fn gateway(subnet: Option<&str>, gateway: Option<&str>) -> Option<Ipv4Addr> {
-    match gateway.filter(|g| !g.is_empty()) {
+fn gateway(subnet: Option<&str>, named: Option<&str>) -> Option<Ipv4Addr> {
+    match named.filter(|g| !g.is_empty()) {
         Some(g) => g.parse().ok(),
         None => Some(subnet?.parse::<Subnet>().ok()?.host(1)),
     }
